@@ -1,0 +1,1 @@
+"""Alembic migrations of var/build.db, shipped inside the package as ``sqldom.migrations``."""

@@ -1,0 +1,3 @@
+from sqldom.cli import main
+
+main()

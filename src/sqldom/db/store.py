@@ -1,0 +1,360 @@
+"""Every query of var/build.db. Nothing SQLAlchemy-shaped leaves this module.
+
+Reads go through one plain ``sqlite3`` connection in autocommit mode (cheap,
+set-based, no ORM round trips); each build phase's writes go through
+SQLAlchemy Core in a single transaction (``record``). SQLAlchemy is imported
+on the first write, so a read-only command never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqldom.db.migrate import ensure_schema
+from sqldom.errors import DatabaseError
+from sqldom.model import Problem, Read
+from sqldom.scan import Recorded
+
+CHUNK = 900  # stay under SQLite's bound-parameter limit
+
+
+def chunks(items: list[Any], n: int = CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i: i + n]
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    id: str
+    kind: str
+    status: str
+    parser: str | None
+    writer: str | None
+    output: str | None
+    last_run: int | None
+    reason: str | None
+    image_tag: str | None = None
+    image_digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRow:
+    path: str
+    hash: str
+    step: str
+    size: int
+    mtime_ns: int | None
+    ctime_ns: int | None
+    inode: int | None
+    mirrored_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    id: int
+    reads: list[Read]
+    results: dict[str, Any]
+
+
+@dataclass
+class Batch:
+    """Everything one build phase writes, recorded in one transaction."""
+
+    run: int
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    sources_upsert: list[dict[str, Any]] = field(default_factory=list)
+    sources_delete: list[str] = field(default_factory=list)
+    steps_upsert: list[dict[str, Any]] = field(default_factory=list)
+    steps_delete: list[str] = field(default_factory=list)
+    deps: dict[tuple[str, str], list[Read]] = field(default_factory=dict)
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    build_upsert: list[dict[str, Any]] = field(default_factory=list)
+    build_delete: list[str] = field(default_factory=list)
+    problems: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    executions: list[dict[str, Any]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not any([self.blobs, self.sources_upsert, self.sources_delete, self.steps_upsert,
+                        self.steps_delete, self.deps, self.facts, self.build_upsert, self.build_delete,
+                        self.problems, self.traces, self.executions])
+
+
+TRACES_KEPT = 8
+
+
+class Store:
+    def __init__(self, db: Path, shown: str = "var/build.db") -> None:
+        self.path = db
+        self.shown = shown
+        ensure_schema(db, shown)
+        try:
+            self.raw = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
+            self.raw.execute("PRAGMA busy_timeout=10000")
+            self.raw.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as e:
+            raise DatabaseError(f"cannot open the database: {e}", path=shown) from e
+        self._engine: Any = None
+
+    def close(self) -> None:
+        self.raw.close()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # ---- reads -------------------------------------------------------------
+
+    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.raw.execute(sql, tuple(params)).fetchall()
+
+    def _q_in(self, sql: str, items: Iterable[Any], extra: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with ``{in}`` replaced by a placeholder list, in chunks."""
+        out: list[tuple[Any, ...]] = []
+        for part in chunks(list(items)):
+            marks = ",".join("?" * len(part))
+            out.extend(self.raw.execute(sql.replace("{in}", marks), (*part, *extra)).fetchall())
+        return out
+
+    def sources(self) -> dict[str, Recorded]:
+        rows = self._q("select path, hash, size, mtime_ns, ctime_ns, inode, scanned_ns from sources")
+        return {r[0]: Recorded(*r[1:]) for r in rows}
+
+    def steps(self) -> dict[str, StepRow]:
+        rows = self._q("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
+                       "image_digest from steps")
+        return {r[0]: StepRow(*r) for r in rows}
+
+    def outputs(self) -> dict[str, OutputRow]:
+        rows = self._q("select path, hash, step, size, mtime_ns, ctime_ns, inode, mirrored_ns from build")
+        return {r[0]: OutputRow(*r) for r in rows}
+
+    def deps_of(self, steps: Iterable[str]) -> dict[tuple[str, str], list[Read]]:
+        out: dict[tuple[str, str], list[Read]] = {}
+        for step, phase, kind, target, key, h in self._q_in(
+                "select step, phase, kind, target, key, hash from deps where step in ({in})", steps):
+            out.setdefault((step, phase), []).append(Read(kind, target, key, h))
+        return out
+
+    def steps_reading(self, targets: Iterable[str], kinds: tuple[str, ...]) -> set[str]:
+        marks = ",".join("?" * len(kinds))
+        rows = self._q_in(f"select distinct step from deps where target in ({{in}}) and kind in ({marks})",
+                          targets, kinds)
+        return {r[0] for r in rows}
+
+    def steps_reading_facts(self, changed: Iterable[tuple[str, str]]) -> set[str]:
+        """Steps that read one of the (path, name) facts, or all facts ('*') of those paths."""
+        by_path: dict[str, set[str]] = {}
+        for path, name in changed:
+            by_path.setdefault(path, set()).add(name)
+        found: set[str] = set()
+        for step, target, key in self._q_in(
+                "select step, target, key from deps where kind = 'fact' and target in ({in})", by_path):
+            if key == "*" or key in by_path[target]:
+                found.add(step)
+        return found
+
+    def glob_patterns(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._q("select distinct target, hash from deps where kind = 'glob'")]
+
+    def steps_with_glob(self, patterns: Iterable[str]) -> set[str]:
+        return {r[0] for r in self._q_in("select distinct step from deps where kind = 'glob' and target in ({in})",
+                                         patterns)}
+
+    def code_reads(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._q("select distinct target, hash from deps where kind = 'code'")]
+
+    def steps_with_code(self, names: Iterable[str]) -> set[str]:
+        return {r[0] for r in self._q_in("select distinct step from deps where kind = 'code' and target in ({in})",
+                                         names)}
+
+    def facts_of(self, paths: Iterable[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for path, name, value in self._q_in("select path, name, value from facts where path in ({in})", paths):
+            out.setdefault(path, {})[name] = json.loads(value)
+        return out
+
+    def traces_of(self, steps: Iterable[str], phase: str) -> dict[str, list[Trace]]:
+        out: dict[str, list[Trace]] = {}
+        for tid, step, reads, results in self._q_in(
+                "select id, step, reads, results from traces where step in ({in}) and phase = ? "
+                "order by id desc", steps, (phase,)):
+            out.setdefault(step, []).append(
+                Trace(tid, [Read(*r) for r in json.loads(reads)], json.loads(results)))
+        return out
+
+    def blob(self, h: str) -> bytes:
+        row = self.raw.execute("select data from blobs where hash = ?", (h,)).fetchone()
+        if row is None:
+            raise DatabaseError(f"blob {h} is missing from the database", path=self.shown,
+                                hint="run 'sqldom build --full' to rebuild it")
+        return bytes(row[0])
+
+    def has_blobs(self, hashes: Iterable[str]) -> set[str]:
+        return {r[0] for r in self._q_in("select hash from blobs where hash in ({in})", hashes)}
+
+    def problems(self) -> list[Problem]:
+        rows = self._q("select step, phase, path, line, severity, message from problems "
+                       "order by path, line, step, id")
+        return [Problem(step=r[0], phase=r[1], path=r[2], line=r[3], severity=r[4], message=r[5]) for r in rows]
+
+    def last_run_finished(self) -> bool:
+        row = self.raw.execute("select finished_at from runs order by id desc limit 1").fetchone()
+        return row is None or row[0] is not None
+
+    def has_state(self) -> bool:
+        return self.raw.execute("select 1 from steps limit 1").fetchone() is not None
+
+    def executions_of(self, step: str, limit: int = 5) -> list[tuple[Any, ...]]:
+        return self._q("select e.run, e.outcome, e.reason, e.duration_ms, r.started_at from executions e "
+                       "join runs r on r.id = e.run where e.step = ? order by e.run desc, e.id desc limit ?",
+                       (step, limit))
+
+    # ---- writes (SQLAlchemy Core) -----------------------------------------
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            from sqlalchemy import create_engine, event
+            engine = create_engine(f"sqlite:///{self.path}")
+
+            @event.listens_for(engine, "connect")
+            def _connect(dbapi_conn: Any, _rec: Any) -> None:
+                dbapi_conn.isolation_level = None
+                dbapi_conn.execute("PRAGMA foreign_keys=ON")
+                dbapi_conn.execute("PRAGMA busy_timeout=10000")
+                dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            self._engine = engine
+        return self._engine
+
+    def begin_run(self, command: str) -> int:
+        from sqlalchemy import insert
+
+        from sqldom.db.tables import runs
+        with self.engine.begin() as conn:
+            res = conn.execute(insert(runs).values(command=command, started_at=time.time(), built=0, restored=0,
+                                                   unchanged=0, deleted=0, failed=0, errors=0))
+            return int(res.inserted_primary_key[0])
+
+    def finish_run(self, run: int, counts: dict[str, int]) -> None:
+        from sqlalchemy import update
+
+        from sqldom.db.tables import runs
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run).values(finished_at=time.time(), **counts))
+
+    def insert_blobs(self, blobs: dict[str, bytes]) -> None:
+        if not blobs:
+            return
+        from sqlalchemy import insert
+
+        from sqldom.db.tables import blobs as t
+        with self.engine.begin() as conn:
+            self._insert_blobs(conn, insert, t, blobs)
+
+    def _insert_blobs(self, conn: Any, insert: Any, t: Any, blobs: dict[str, bytes]) -> None:
+        missing = set(blobs) - self.has_blobs(blobs)
+        if missing:
+            conn.execute(insert(t).prefix_with("OR IGNORE"),
+                         [{"hash": h, "size": len(blobs[h]), "data": blobs[h]} for h in missing])
+
+    def record(self, b: Batch) -> None:
+        """Write one phase's results atomically: either all of it is in the database, or none."""
+        from sqlalchemy import delete, insert
+        from sqlalchemy.dialects.sqlite import insert as upsert
+
+        from sqldom.db import tables as t
+        with self.engine.begin() as conn:
+            self._insert_blobs(conn, insert, t.blobs, b.blobs)
+            for part in chunks(b.sources_delete):
+                conn.execute(delete(t.sources).where(t.sources.c.path.in_(part)))
+            if b.sources_upsert:
+                s = upsert(t.sources)
+                conn.execute(s.on_conflict_do_update(index_elements=["path"], set_={
+                    c: s.excluded[c] for c in ("hash", "size", "mtime_ns", "ctime_ns", "inode", "scanned_ns")}),
+                    b.sources_upsert)
+            for part in chunks(b.steps_delete):
+                conn.execute(delete(t.steps).where(t.steps.c.id.in_(part)))
+            if b.steps_upsert:
+                s = upsert(t.steps)
+                cols = [c for c in b.steps_upsert[0] if c != "id"]
+                conn.execute(s.on_conflict_do_update(index_elements=["id"], set_={c: s.excluded[c] for c in cols}),
+                             b.steps_upsert)
+            if b.deps:
+                keys = list(b.deps)
+                conn.execute(delete(t.deps).where(t.deps.c.step == _bp("step"), t.deps.c.phase == _bp("phase")),
+                             [{"b_step": s, "b_phase": p} for s, p in keys])
+                rows = [{"step": s, "phase": p, "kind": r.kind, "target": r.target, "key": r.key, "hash": r.hash}
+                        for (s, p), reads in b.deps.items() for r in reads]
+                if rows:
+                    conn.execute(insert(t.deps).prefix_with("OR REPLACE"), rows)
+            if b.facts:
+                for part in chunks(list(b.facts)):
+                    conn.execute(delete(t.facts).where(t.facts.c.path.in_(part)))
+                rows = []
+                from sqldom.hashing import canonical_json, hash_text
+                for path, facts in b.facts.items():
+                    for name, value in facts.items():
+                        js = canonical_json(value)
+                        rows.append({"path": path, "name": name, "value": js, "hash": hash_text(js)})
+                if rows:
+                    conn.execute(insert(t.facts), rows)
+            for part in chunks(b.build_delete):
+                conn.execute(delete(t.build).where(t.build.c.path.in_(part)))
+            if b.build_upsert:
+                s = upsert(t.build)
+                conn.execute(s.on_conflict_do_update(index_elements=["path"], set_={
+                    c: s.excluded[c] for c in ("hash", "step", "size", "mtime_ns", "ctime_ns", "inode",
+                                               "mirrored_ns")}), b.build_upsert)
+            if b.problems:
+                conn.execute(delete(t.problems).where(t.problems.c.step == _bp("step"),
+                                                      t.problems.c.phase == _bp("phase")),
+                             [{"b_step": s, "b_phase": p} for s, p in b.problems])
+                rows = [{"run": b.run, **p.as_dict()} for plist in b.problems.values() for p in plist]
+                if rows:
+                    conn.execute(insert(t.problems), rows)
+            if b.traces:
+                conn.execute(insert(t.traces), b.traces)
+                for part in chunks(sorted({tr["step"] for tr in b.traces})):
+                    conn.exec_driver_sql(
+                        "delete from traces where id in (select id from (select id, row_number() over "
+                        "(partition by step, phase order by id desc) as n from traces where step in "
+                        f"({','.join('?' * len(part))})) where n > {TRACES_KEPT})", tuple(part))
+            if b.executions:
+                conn.execute(insert(t.executions), b.executions)
+
+    def update_output_stats(self, rows: list[dict[str, Any]]) -> None:
+        """After mirroring: remember each output file's stat so the next check needs no read."""
+        if not rows:
+            return
+        from sqlalchemy import bindparam, update
+
+        from sqldom.db.tables import build
+        stmt = update(build).where(build.c.path == bindparam("b_path")).values(
+            mtime_ns=bindparam("mtime_ns"), ctime_ns=bindparam("ctime_ns"), inode=bindparam("inode"),
+            mirrored_ns=bindparam("mirrored_ns"))
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def collect_garbage(self) -> int:
+        """Drop blobs nothing refers to any more (sources, outputs, remembered traces)."""
+        with self.engine.begin() as conn:
+            res = conn.exec_driver_sql(
+                "delete from blobs where hash not in (select hash from sources union select hash from build "
+                "union select j.value from traces, json_each(traces.outputs) as j)")
+            return int(res.rowcount or 0)
+
+
+def _bp(name: str) -> Any:
+    from sqlalchemy import bindparam
+    return bindparam(f"b_{name}")

@@ -1,0 +1,580 @@
+"""One build: lock -> scan -> plan -> execute -> record -> mirror -> summary.
+
+The engine owns the transactions. Document steps run in two phases: every
+parse that is due runs first (source bytes -> facts), then every write that is
+due (facts + what it reads through ``site`` -> one output). Because writes only
+read facts and sources, never other outputs, this order is enough for early
+cutoff: a re-parse that yields the same title leaves the pages that show that
+title clean.
+
+Which steps to look at is found from the changes (changed sources, facts,
+globs, code) through the ``deps`` index; every candidate is then verified
+read by read, so the reason shown is the read that changed. After a build that
+did not finish, or when the rules changed, every step is verified.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqldom.config import CONFIG_FILE, Config, load_config
+from sqldom.db.store import Batch, StepRow, Store
+from sqldom.errors import UsageError
+from sqldom.events import DeletedEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
+from sqldom.hashing import ABSENT, canonical_json, hash_json
+from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, PhaseResult, Problem, Read
+from sqldom.plan import duplicate_outputs, verify
+from sqldom.rules import BUILTIN_REVISION, Rule, RuleSet
+from sqldom.scan import ScanResult, Stat, content_files, scan
+from sqldom.site import PRESENT, fact_hash, glob_hash
+
+BLOB_FLUSH_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    root: Path
+    full: bool = False
+    verbose: bool = False
+    command: str = "build"
+    lock_wait: float = 5.0
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def content(self) -> Path:
+        return self.root / "content"
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def var(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def db(self) -> Path:
+        return self.var / "build.db"
+
+    @staticmethod
+    def at(root: Path) -> Project:
+        if not root.is_dir():
+            raise UsageError(f"no such directory: {root}", hint="check the -C/--root argument")
+        return Project(root.resolve())
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What a step should be now, according to the current rules."""
+
+    id: str
+    kind: str                     # document | page
+    parser: Rule | None
+    writer: Rule
+    output: str | None
+    output_error: str | None = None
+
+
+def builtin_code_hash() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sqldom import __version__
+    try:
+        mdit = version("markdown-it-py")
+    except PackageNotFoundError:  # pragma: no cover
+        mdit = "unknown"
+    return hash_json(["builtin", __version__, BUILTIN_REVISION, mdit])
+
+
+@dataclass
+class Outcome:
+    """What happened to one step in this build."""
+
+    statuses: list[str] = field(default_factory=list)
+    reason: str = ""
+    detail: str = ""
+    ms: float = 0.0
+
+    @property
+    def status(self) -> str:
+        if FAILED in self.statuses:
+            return FAILED
+        if BUILT in self.statuses:
+            return BUILT
+        return RESTORED
+
+
+class Current:
+    """Current values of everything a step can read: the ``World`` of site.py."""
+
+    def __init__(self, scan_result: ScanResult, store: Store, rules: RuleSet,
+                 desired: dict[str, Desired]) -> None:
+        self.scan = scan_result
+        self.store = store
+        self.rules = rules
+        self.desired = desired
+        self.code = rules.code_hashes()
+        self.new_facts: dict[str, dict[str, Any]] = {}
+        self._facts_cache: dict[str, dict[str, Any]] = {}
+        self._paths: list[str] | None = None
+        self._globs: dict[str, str] = {}
+
+    # World
+    def source_hash(self, path: str) -> str | None:
+        if path.startswith("../"):
+            return None
+        return self.scan.hashes.get(path)
+
+    def source_bytes(self, path: str) -> bytes:
+        data = self.scan.data.get(path)
+        if data is not None:
+            return data
+        big = self.scan.big.get(path)
+        if big is not None:
+            return big.read_bytes()
+        return self.store.blob(self.scan.hashes[path])
+
+    def facts(self, path: str) -> dict[str, Any] | None:
+        if path in self.new_facts:
+            return self.new_facts[path]
+        if path not in self.scan.hashes or path.startswith("../"):
+            return None
+        if path not in self._facts_cache:
+            self.preload_facts([path])
+        return self._facts_cache.get(path, {})
+
+    def preload_facts(self, paths: list[str]) -> None:
+        want = [p for p in paths if p not in self._facts_cache and p not in self.new_facts]
+        if want:
+            loaded = self.store.facts_of(want)
+            for p in want:
+                self._facts_cache[p] = loaded.get(p, {})
+
+    def paths(self) -> list[str]:
+        if self._paths is None:
+            self._paths = sorted(p for p in self.scan.hashes if not p.startswith("../"))
+        return self._paths
+
+    def glob(self, pattern: str) -> str:
+        if pattern not in self._globs:
+            self._globs[pattern] = glob_hash(self, pattern)
+        return self._globs[pattern]
+
+    # verification
+    def reader(self, step: str, phase: str) -> Callable[[Read], str]:
+        def current(read: Read) -> str:
+            kind = read.kind
+            if kind == "source":
+                return self.source_hash(read.target) or ABSENT
+            if kind == "exists":
+                return PRESENT if self.source_hash(read.target) is not None else ABSENT
+            if kind == "fact":
+                return fact_hash(self.facts(read.target), read.key)
+            if kind == "glob":
+                return self.glob(read.target)
+            if kind == "code":
+                return self.code.get(read.target, ABSENT)
+            if kind == "spec":
+                d = self.desired.get(step)
+                rule = None if d is None else (d.parser if phase == PARSE else d.writer)
+                return rule.spec_hash if rule is not None else ABSENT
+            return ABSENT   # a kind this version does not know: re-run
+        return current
+
+
+class Build:
+    def __init__(self, project: Project, store: Store, options: BuildOptions, sink: Sink) -> None:
+        self.p = project
+        self.store = store
+        self.opts = options
+        self.sink = sink
+        self.outcomes: dict[str, Outcome] = {}
+        self.problems_changed = False
+
+    # ---- plan -----------------------------------------------------------
+
+    def load_rules(self, config: Config, scan_result: ScanResult) -> tuple[RuleSet, str | None]:
+        build_py = self.p.root / config.build_py
+        user_rules: list[Any] = []
+        fingerprints: dict[str, str] = {}
+        shown = None
+        if build_py.is_file():
+            from sqldom.usercode import load
+            shown = config.build_py
+            code = load(build_py, shown)
+            user_rules, fingerprints = code.rules, code.fingerprints
+        return RuleSet(user_rules, fingerprints, builtin_code_hash(), shown or "build.py"), \
+            (str(build_py) if shown else None)
+
+    def desired_steps(self, rules: RuleSet, current_paths: list[str], prev: dict[str, StepRow],
+                      rules_changed: bool) -> dict[str, Desired]:
+        desired: dict[str, Desired] = {}
+        for path in current_paths:
+            row = prev.get(path)
+            if (not rules_changed and row is not None and row.kind == "document" and row.parser in rules.by_name
+                    and row.writer in rules.by_name and row.output is not None):
+                desired[path] = Desired(path, "document", rules.by_name[row.parser], rules.by_name[row.writer],
+                                        row.output)
+                continue
+            a = rules.assign(path)
+            desired[path] = Desired(path, "document", a.parser, a.writer, a.output, a.output_error)
+        for rule, output, error in rules.page_outputs():
+            sid = output or rule.pattern
+            if sid in desired:
+                # a source already owns this id; the duplicate-output check reports the clash
+                sid = f"{sid}#page"
+            desired[sid] = Desired(sid, "page", None, rule, output, error)
+        return desired
+
+    # ---- the build ------------------------------------------------------
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        config = load_config(self.p.root)
+        recorded = self.store.sources()
+        files: dict[str, tuple[Path, Stat | None]] = content_files(self.p.content)
+        for name, shown in ((CONFIG_FILE, CONFIG_FILE), (config.build_py, config.build_py)):
+            f = self.p.root / name
+            if f.is_file():
+                files[f"../{shown}"] = (f, None)
+        sc = scan(files, recorded)
+        rules, user_file = self.load_rules(config, sc)
+        prev = self.store.steps()
+        config_touched = any(p.startswith("../") for p in sc.touched)
+        unfinished = not self.store.last_run_finished()
+        full_verify = self.opts.full or unfinished or config_touched
+        content_paths = [p for p in sc.hashes if not p.startswith("../")]
+        desired = self.desired_steps(rules, content_paths, prev, config_touched or unfinished)
+        cur = Current(sc, self.store, rules, desired)
+
+        run_id = self.store.begin_run(self.opts.command)
+        batch = Batch(run=run_id)
+        self.pending_blobs: dict[str, bytes] = {}
+        self.pending_bytes = 0
+
+        # sources: rows for files hashed this scan, and removed files; their bytes as blobs
+        for path in sc.rehashed:
+            st = sc.stats[path]
+            batch.sources_upsert.append({"path": path, "hash": sc.hashes[path], "size": st.size,
+                                         "mtime_ns": st.mtime_ns, "ctime_ns": st.ctime_ns, "inode": st.inode,
+                                         "scanned_ns": sc.started_ns})
+            if path in sc.added or path in sc.changed or path in sc.data:
+                data = sc.data.get(path)
+                if data is None and path in sc.big:
+                    data = sc.big[path].read_bytes()
+                if data is not None:
+                    self.add_blob(sc.hashes[path], data)
+        batch.sources_delete = list(sc.deleted)
+
+        # candidates
+        removed = sorted(set(prev) - set(desired))
+        if full_verify:
+            cand = set(desired)
+        else:
+            cand = self.candidates(sc, cur, desired, prev)
+        for s in list(cand):
+            if s not in desired:
+                cand.discard(s)
+
+        # parse phase
+        deps = self.store.deps_of(cand) if cand else {}
+        old_facts = self.store.facts_of([s for s in cand if desired[s].kind == "document"] + removed)
+        changed_facts = self.parse_phase(cand, desired, deps, cur, batch, user_file, old_facts)
+        for s in removed:
+            if s in old_facts:
+                changed_facts.add((s, "*"))
+
+        # write phase
+        write_cand = set(cand)
+        if changed_facts:
+            write_cand |= self.store.steps_reading_facts(changed_facts)
+        write_cand = {s for s in write_cand if s in desired}
+        claims = {s: d.output for s, d in desired.items() if d.output is not None}
+        losers = duplicate_outputs(claims)
+        write_cand |= set(losers)
+        extra = [s for s in write_cand if s not in cand]
+        if extra:
+            deps.update(self.store.deps_of(extra))
+        outputs_before = self.store.outputs()
+        self.write_phase(write_cand, desired, deps, cur, batch, user_file, losers, outputs_before, prev)
+
+        # steps that are gone
+        batch.steps_delete = removed
+        deleted_outputs: list[tuple[str, str]] = []
+        by_step_output = {row.step: path for path, row in outputs_before.items()}
+        for s in removed:
+            if s in by_step_output:
+                deleted_outputs.append((by_step_output[s], s))
+            batch.executions.append({"run": run_id, "step": s, "outcome": "deleted",
+                                     "reason": "source deleted" if prev[s].kind == "document" else "rule removed",
+                                     "duration_ms": 0.0})
+        new_paths = {r["path"] for r in batch.build_upsert}
+        for path, row in outputs_before.items():
+            if row.step in desired and path not in new_paths:
+                d = desired[row.step]
+                if d.output != path or row.step in losers:
+                    deleted_outputs.append((path, row.step))
+        batch.build_delete = sorted({p for p, _ in deleted_outputs} - new_paths)
+
+        # steps rows for everything that ran or is new
+        for s, o in self.outcomes.items():
+            d = desired[s]
+            batch.steps_upsert.append({
+                "id": s, "kind": d.kind, "status": o.status, "last_run": run_id, "reason": o.reason,
+                "parser": d.parser.name if d.parser else None, "writer": d.writer.name, "output": d.output,
+                "image_tag": None, "image_digest": None})
+            batch.executions.append({"run": run_id, "step": s, "outcome": o.status, "reason": o.detail or o.reason,
+                                     "duration_ms": round(o.ms, 3)})
+        if full_verify:
+            # keep planned outputs and rule names current for steps that stayed clean
+            for s, d in desired.items():
+                row = prev.get(s)
+                if s not in self.outcomes and row is not None and (
+                        row.parser != (d.parser.name if d.parser else None) or row.writer != d.writer.name
+                        or row.output != d.output):
+                    batch.steps_upsert.append({
+                        "id": s, "kind": d.kind, "status": row.status, "last_run": row.last_run,
+                        "reason": row.reason, "parser": d.parser.name if d.parser else None,
+                        "writer": d.writer.name, "output": d.output, "image_tag": None, "image_digest": None})
+
+        # record
+        self.flush_blobs()
+        self.store.record(batch)
+        if batch.build_delete or batch.steps_delete or any(o.status != RESTORED for o in self.outcomes.values()):
+            self.store.collect_garbage()
+
+        # events for steps, in id order
+        for s in sorted(self.outcomes):
+            o = self.outcomes[s]
+            d = desired[s]
+            outs = [r["path"] for r in batch.build_upsert if r["step"] == s]
+            self.sink.emit(StepEvent(id=s, kind=d.kind, status=o.status, reason=o.reason, outputs=outs))
+        for path, step in sorted(set(deleted_outputs)):
+            if path in batch.build_delete:
+                self.sink.emit(DeletedEvent(path=path, step=step))
+
+        # mirror
+        from sqldom.mirror import mirror
+        repaired = mirror(self.p.build, self.store, {r["path"] for r in batch.build_upsert},
+                          set(batch.build_delete), self.sink)
+
+        # problems and summary
+        problems = self.store.problems()
+        for pr in problems:
+            self.sink.emit(ProblemEvent(severity=pr.severity, step=pr.step, path=pr.path, line=pr.line,
+                                        message=pr.message))
+        errors = sum(1 for pr in problems if pr.severity == "error")
+        built = sum(1 for o in self.outcomes.values() if o.status == BUILT)
+        restored = sum(1 for o in self.outcomes.values() if o.status == RESTORED)
+        failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
+        failed_total = sum(1 for s, row in prev.items() if row.status == FAILED and s in desired
+                           and s not in self.outcomes) + failed
+        counts = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
+                  "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
+        self.store.finish_run(run_id, counts)
+        self.sink.emit(SummaryEvent(**counts, seconds=round(time.monotonic() - t0, 3), repaired=repaired))
+        return 1 if (failed_total or errors) else 0
+
+    def candidates(self, sc: ScanResult, cur: Current, desired: dict[str, Desired],
+                   prev: dict[str, StepRow]) -> set[str]:
+        cand = set(sc.added) | set(sc.changed)
+        cand |= {s for s in desired if s not in prev}
+        cand |= {s for s, row in prev.items() if row.status == FAILED}
+        touched = sc.touched
+        if touched:
+            cand |= self.store.steps_reading(touched, ("source", "exists"))
+        if sc.added or sc.deleted:
+            moved = [pat for pat, h in self.store.glob_patterns() if cur.glob(pat) != h]
+            if moved:
+                cand |= self.store.steps_with_glob(moved)
+        changed_code = [name for name, h in self.store.code_reads() if cur.code.get(name, ABSENT) != h]
+        if changed_code:
+            cand |= self.store.steps_with_code(changed_code)
+        return cand
+
+    # ---- execution ----------------------------------------------------------
+
+    def add_blob(self, h: str, data: bytes) -> None:
+        if h not in self.pending_blobs:
+            self.pending_blobs[h] = data
+            self.pending_bytes += len(data)
+            if self.pending_bytes > BLOB_FLUSH_BYTES:
+                self.flush_blobs()
+
+    def flush_blobs(self) -> None:
+        """Blobs are content-addressed, so writing them early is harmless if the build dies."""
+        if self.pending_blobs:
+            self.store.insert_blobs(self.pending_blobs)
+            self.pending_blobs = {}
+            self.pending_bytes = 0
+
+    def outcome(self, step: str) -> Outcome:
+        return self.outcomes.setdefault(step, Outcome())
+
+    def parse_phase(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
+                    cur: Current, batch: Batch, user_file: str | None,
+                    old_facts: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+        from sqldom.executors.python import run_parse
+
+        todo = []
+        for s in sorted(cand):
+            d = desired[s]
+            if d.kind != "document" or d.parser is None:
+                continue
+            reads = deps.get((s, PARSE))
+            if reads and not self.opts.full:
+                why = verify(reads, cur.reader(s, PARSE))
+                if why is None:
+                    continue
+            else:
+                why = ("--full", "--full") if self.opts.full and reads else ("new step", "new step")
+            todo.append((s, why))
+        traces = self.store.traces_of([s for s, _ in todo], PARSE) if todo and not self.opts.full else {}
+        changed: set[tuple[str, str]] = set()
+        for i, (s, (reason, detail)) in enumerate(todo):
+            self.sink.progress(i, len(todo), "parsing")
+            d = desired[s]
+            assert d.parser is not None
+            t = time.perf_counter()
+            trace = self.matching_trace(traces.get(s, []), cur.reader(s, PARSE))
+            o = self.outcome(s)
+            o.reason, o.detail = reason, detail
+            if trace is not None:
+                facts = trace.results["facts"]
+                problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
+                reads = trace.reads
+                o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+            else:
+                res = run_parse(s, d.parser, cur, user_file)
+                facts, problems, reads = res.facts or {}, res.problems, res.reads
+                o.statuses.append(FAILED if res.failed else BUILT)
+                batch.traces.append(self.trace_row(s, PARSE, reads, {
+                    "facts": facts, "problems": [p.as_dict() for p in problems], "failed": res.failed},
+                    [], batch.run))
+            o.ms += (time.perf_counter() - t) * 1000
+            cur.new_facts[s] = facts
+            batch.deps[(s, PARSE)] = reads
+            batch.facts[s] = facts
+            batch.problems[(s, PARSE)] = problems
+            old = old_facts.get(s)
+            if old is None:
+                changed.add((s, "*"))
+            else:
+                for name in set(old) | set(facts):
+                    if canonical_json(old.get(name)) != canonical_json(facts.get(name)) or \
+                            (name in old) != (name in facts):
+                        changed.add((s, name))
+        return changed
+
+    @staticmethod
+    def matching_trace(traces: list[Any], current: Callable[[Read], str]) -> Any:
+        for tr in traces:
+            if all(current(r) == r.hash for r in tr.reads):
+                return tr
+        return None
+
+    @staticmethod
+    def trace_row(step: str, phase: str, reads: list[Read], results: dict[str, Any], outputs: list[str],
+                  run: int) -> dict[str, Any]:
+        return {"step": step, "phase": phase, "reads": canonical_json([r.as_list() for r in reads]),
+                "results": canonical_json(results), "outputs": canonical_json(outputs), "run": run}
+
+    def write_phase(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
+                    cur: Current, batch: Batch, user_file: str | None, losers: dict[str, str],
+                    outputs_before: dict[str, Any], prev: dict[str, StepRow]) -> None:
+        from sqldom.executors.python import run_write
+
+        # facts that candidates read, loaded in one query
+        fact_targets = {r.target for s in cand for r in deps.get((s, WRITE), []) if r.kind == "fact"}
+        cur.preload_facts(sorted(fact_targets))
+        todo = []
+        for s in sorted(cand):
+            d = desired[s]
+            o = self.outcomes.get(s)
+            if s in losers or d.output is None:
+                msg = (f"output {d.output} is also produced by step {losers[s]}; this step's output is not "
+                       "written" if s in losers else d.output_error or "no output")
+                prob = Problem(step=s, phase=WRITE, path=s if d.kind == "document" else None, message=msg)
+                o = self.outcome(s)
+                if not o.reason:
+                    o.reason = "output conflict" if s in losers else "invalid output"
+                o.statuses.append(FAILED)
+                batch.deps[(s, WRITE)] = []
+                batch.problems[(s, WRITE)] = [prob]
+                continue
+            reads = deps.get((s, WRITE))
+            if reads and not self.opts.full:
+                why = verify(reads, cur.reader(s, WRITE))
+                if why is None:
+                    owner = outputs_before.get(d.output)
+                    if owner is not None and owner.step == s:
+                        continue
+                    why = (f"output {d.output} not recorded", f"output {d.output} not recorded")
+            elif self.opts.full and reads:
+                why = ("--full", "--full")
+            else:
+                why = ("new step", "new step") if s not in prev else ("not built yet", "not built yet")
+            todo.append((s, why))
+        traces = self.store.traces_of([s for s, _ in todo], WRITE) if todo and not self.opts.full else {}
+        for i, (s, (reason, detail)) in enumerate(todo):
+            self.sink.progress(i, len(todo), "writing")
+            d = desired[s]
+            assert d.output is not None
+            t = time.perf_counter()
+            o = self.outcome(s)
+            if not o.reason:
+                o.reason, o.detail = reason, detail
+            trace = self.matching_trace(traces.get(s, []), cur.reader(s, WRITE))
+            if trace is not None and (trace.results.get("output") is None
+                                      or trace.results["output"] in self.restorable(trace.results["output"])):
+                out_hash = trace.results.get("output")
+                problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
+                reads = trace.reads
+                size = trace.results.get("size", 0)
+                o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+            else:
+                res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
+                out_hash, problems, reads = res.output_hash, res.problems, res.reads
+                size = len(res.output) if res.output is not None else 0
+                if res.output is not None and out_hash is not None:
+                    self.add_blob(out_hash, res.output)
+                o.statuses.append(FAILED if res.failed else BUILT)
+                batch.traces.append(self.trace_row(s, WRITE, reads, {
+                    "output": out_hash, "size": size, "problems": [p.as_dict() for p in problems],
+                    "failed": res.failed}, [out_hash] if out_hash else [], batch.run))
+            o.ms += (time.perf_counter() - t) * 1000
+            batch.deps[(s, WRITE)] = reads
+            batch.problems[(s, WRITE)] = problems
+            if out_hash is not None:
+                batch.build_upsert.append({"path": d.output, "hash": out_hash, "step": s, "size": size,
+                                           "mtime_ns": None, "ctime_ns": None, "inode": None,
+                                           "mirrored_ns": None})
+
+    def restorable(self, h: str) -> set[str]:
+        if h in self.pending_blobs:
+            return {h}
+        return self.store.has_blobs([h])
+
+
+def build(options: BuildOptions, sink: Sink) -> int:
+    """Run one build under the project lock; returns the exit code (0 ok, 1 failed or errors)."""
+    from sqldom.fs import ProjectLock
+
+    project = Project.at(options.root)
+    if not project.content.is_dir():
+        project.content.mkdir(parents=True, exist_ok=True)
+    with ProjectLock(project.var, options.lock_wait):
+        store = Store(project.db)
+        try:
+            return Build(project, store, options, sink).run()
+        finally:
+            store.close()
+

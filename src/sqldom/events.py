@@ -1,0 +1,185 @@
+"""Events of a build and the sinks that show them: human (with progress), JSON lines, a list for tests."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Protocol
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    id: str
+    kind: str
+    status: str
+    reason: str
+    outputs: list[str] = field(default_factory=list)
+    event: str = "step"
+
+
+@dataclass(frozen=True)
+class DeletedEvent:
+    path: str
+    step: str
+    event: str = "deleted"
+
+
+@dataclass(frozen=True)
+class RepairedEvent:
+    """build/ disagreed with the database and was put back in line."""
+
+    path: str
+    what: str            # missing | modified | stray
+    event: str = "repaired"
+
+
+@dataclass(frozen=True)
+class ProblemEvent:
+    severity: str
+    step: str
+    path: str | None
+    line: int | None
+    message: str
+    event: str = "problem"
+
+
+@dataclass(frozen=True)
+class SummaryEvent:
+    built: int
+    restored: int
+    unchanged: int
+    deleted: int
+    failed: int
+    errors: int
+    seconds: float
+    repaired: int = 0
+    event: str = "summary"
+
+
+Event = StepEvent | DeletedEvent | RepairedEvent | ProblemEvent | SummaryEvent
+
+
+class Sink(Protocol):
+    def emit(self, event: Event) -> None: ...
+    def progress(self, done: int, total: int, what: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def as_dict(event: Event) -> dict[str, Any]:
+    d = asdict(event)
+    return {"event": d.pop("event"), **d}
+
+
+class ListSink:
+    """Collects events; what tests assert on."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonSink:
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def emit(self, event: Event) -> None:
+        self.out.write(json.dumps(as_dict(event), ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def format_problem(p: ProblemEvent) -> str:
+    where = p.path or p.step
+    if p.line:
+        where = f"{where}:{p.line}"
+    return f"{where}: {p.severity}: {p.message}"
+
+
+class HumanSink:
+    """Short output: executed steps with -v, every problem, repairs, one summary line.
+
+    A progress bar (rich) appears on a TTY once work has taken about a second.
+    """
+
+    def __init__(self, verbose: bool = False, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        self.verbose = verbose
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.started = time.monotonic()
+        self.tty = self.err.isatty()
+        self._progress: Any = None
+        self._task: Any = None
+        self.missing = 0
+
+    def _print(self, text: str, err: bool = False) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.err if err else self.out)
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, StepEvent):
+            if self.verbose or event.status == "failed":
+                outs = f" -> {', '.join(event.outputs)}" if event.outputs else ""
+                self._print(f"{event.status:8} {event.id}{outs} ({event.reason})")
+        elif isinstance(event, DeletedEvent):
+            if self.verbose:
+                self._print(f"deleted  {event.path} (step {event.step} is gone)")
+        elif isinstance(event, RepairedEvent):
+            if event.what == "missing":
+                self.missing += 1
+                if self.verbose:
+                    self._print(f"restored build/{event.path} from the database")
+            else:
+                what = "was modified outside sqldom" if event.what == "modified" else "is not an output"
+                action = "restored" if event.what == "modified" else "removed"
+                self._print(f"repaired build/{event.path}: {what}; {action}")
+        elif isinstance(event, ProblemEvent):
+            self._print(format_problem(event), err=True)
+        elif isinstance(event, SummaryEvent):
+            self._stop()
+            parts = [f"{event.built} built", f"{event.restored} restored", f"{event.unchanged} unchanged"]
+            if event.deleted:
+                parts.append(f"{event.deleted} deleted")
+            if event.failed:
+                parts.append(f"{event.failed} failed")
+            if event.errors:
+                parts.append(f"{event.errors} error{'s' if event.errors != 1 else ''}")
+            if self.missing:
+                parts.append(f"{self.missing} output{'s' if self.missing != 1 else ''} restored to build/")
+            print(f"{', '.join(parts)} in {event.seconds:.2f}s", file=self.out)
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        if not self.tty or time.monotonic() - self.started < 1.0:
+            return
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      console=Console(file=self.err), transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(what, total=total)
+        self._progress.update(self._task, completed=done, total=total, description=what)
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close(self) -> None:
+        self._stop()

@@ -1,0 +1,118 @@
+"""Scanning: what is under content/ now, and what changed since the database last looked.
+
+A file is re-hashed unless its stat fingerprint (size, mtime_ns, ctime_ns,
+inode) equals the recorded one *and* the recorded mtime was clearly older than
+the scan that recorded it (git's "racily clean" rule): an edit landing within
+the filesystem's timestamp granularity of that scan is never missed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqldom.fs import walk_files
+from sqldom.hashing import hash_bytes, hash_file
+
+# Files larger than this are hashed in a stream and not kept in memory.
+KEEP_BYTES_LIMIT = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A ``sources`` row."""
+
+    hash: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    scanned_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @staticmethod
+    def of(st: os.stat_result) -> Stat:
+        return Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def racy_margin_ns(mtime_ns: int) -> int:
+    """Timestamps that are whole seconds suggest a coarse filesystem: allow two seconds."""
+    return 2_000_000_000 if mtime_ns % 1_000_000_000 == 0 else 50_000_000
+
+
+def trusted(rec: Recorded, st: Stat) -> bool:
+    """True when the recorded hash can be reused without reading the file."""
+    if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != (st.size, st.mtime_ns, st.ctime_ns, st.inode):
+        return False
+    margin = racy_margin_ns(rec.mtime_ns)
+    return rec.mtime_ns < rec.scanned_ns - margin and rec.ctime_ns < rec.scanned_ns - margin
+
+
+@dataclass
+class ScanResult:
+    started_ns: int
+    hashes: dict[str, str] = field(default_factory=dict)      # every current path -> hash
+    stats: dict[str, Stat] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    rehashed: list[str] = field(default_factory=list)          # rows to rewrite in `sources`
+    data: dict[str, bytes] = field(default_factory=dict)       # bytes read by this scan
+    big: dict[str, Path] = field(default_factory=dict)         # hashed but too large to keep
+
+    @property
+    def touched(self) -> set[str]:
+        return set(self.added) | set(self.changed) | set(self.deleted)
+
+
+def scan(files: dict[str, tuple[Path, Stat | None]], recorded: dict[str, Recorded]) -> ScanResult:
+    """Compare the files on disk (path -> (absolute path, stat if known)) with the recorded rows."""
+    result = ScanResult(started_ns=time.time_ns())
+    for rel, (abspath, known) in files.items():
+        try:
+            st = known or Stat.of(os.stat(abspath))
+        except OSError:
+            continue   # vanished or unreadable since the walk: treated as absent
+        rec = recorded.get(rel)
+        if rec is not None and trusted(rec, st):
+            result.hashes[rel] = rec.hash
+            result.stats[rel] = st
+            continue
+        try:
+            h = _hash(rel, abspath, st, result)
+        except OSError:
+            continue
+        result.hashes[rel] = h
+        result.stats[rel] = st
+        result.rehashed.append(rel)
+        if rec is None:
+            result.added.append(rel)
+        elif rec.hash != h:
+            result.changed.append(rel)
+    result.deleted = sorted(set(recorded) - set(result.hashes))
+    result.added.sort()
+    result.changed.sort()
+    return result
+
+
+def _hash(rel: str, abspath: Path, st: Stat, result: ScanResult) -> str:
+    if st.size > KEEP_BYTES_LIMIT:
+        h, _ = hash_file(str(abspath))
+        result.big[rel] = abspath
+        return h
+    data = abspath.read_bytes()
+    result.data[rel] = data
+    return hash_bytes(data)
+
+
+def content_files(content: Path) -> dict[str, tuple[Path, Stat | None]]:
+    return {rel: (content / rel, Stat.of(st)) for rel, st in walk_files(content)}

@@ -1,0 +1,174 @@
+"""Markdown: front matter, title, links; rendered by markdown-it-py into an HTML5 page."""
+
+from __future__ import annotations
+
+import datetime
+import posixpath
+from collections import OrderedDict
+from typing import Any
+
+import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from sqldom.model import PARSE, Problem
+from sqldom.site import Doc, Site, Source
+from sqldom.transforms import links
+from sqldom.transforms.common import decoded_text, html_page
+
+_md: MarkdownIt | None = None
+_token_cache: OrderedDict[str, list[Token]] = OrderedDict()
+
+
+def md() -> MarkdownIt:
+    global _md
+    if _md is None:
+        _md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    return _md
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime.date | datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def split_front_matter(text: str, path: str, problems: list[Problem]) -> tuple[dict[str, Any], str, int]:
+    """(front matter, body, number of lines before the body)."""
+    if not (text.startswith("---\n") or text.startswith("---\r\n")):
+        return {}, text, 0
+    lines = text.splitlines(keepends=True)
+    for i in range(1, len(lines)):
+        if lines[i].rstrip("\r\n") in ("---", "..."):
+            raw = "".join(lines[1:i])
+            body = "".join(lines[i + 1:])
+            try:
+                meta = yaml.safe_load(raw) if raw.strip() else {}
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                line = mark.line + 2 if mark is not None else 1
+                problem = getattr(e, "problem", None) or str(e)
+                problems.append(Problem(step=path, path=path, line=line, phase=PARSE,
+                                        message=f"front matter is not valid YAML: {problem}"))
+                return {}, body, i + 1
+            if not isinstance(meta, dict):
+                problems.append(Problem(step=path, path=path, line=2, phase=PARSE,
+                                        message="front matter must be a mapping of keys to values"))
+                return {}, body, i + 1
+            return _jsonable(meta), body, i + 1
+    return {}, text, 0   # no closing fence: not front matter
+
+
+def tokens(body: str) -> list[Token]:
+    """Parse once per distinct body; parse and write of one build share the result."""
+    toks = _token_cache.get(body)
+    if toks is None:
+        toks = md().parse(body)
+        _token_cache[body] = toks
+        if len(_token_cache) > 64:
+            _token_cache.popitem(last=False)
+    else:
+        _token_cache.move_to_end(body)
+    return toks
+
+
+def _inline_text(tok: Token) -> str:
+    return "".join(c.content for c in (tok.children or []) if c.type in ("text", "code_inline"))
+
+
+def _walk_links(toks: list[Token], offset: int):  # type: ignore[no-untyped-def]
+    """Yield (token, children, index, line) for each link_open and image in inline tokens."""
+    for tok in toks:
+        if tok.type != "inline" or not tok.children:
+            continue
+        line = offset + (tok.map[0] if tok.map else 0) + 1
+        for i, child in enumerate(tok.children):
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type in ("link_open", "image"):
+                yield tok, tok.children, i, line
+            elif child.type == "text":
+                line += child.content.count("\n")
+
+
+def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
+    text = decoded_text(source, problems)
+    meta, body, offset = split_front_matter(text, source.path, problems)
+    toks = tokens(body)
+    title = meta.get("title")
+    if title in (None, ""):
+        for i, tok in enumerate(toks):
+            if tok.type == "heading_open" and tok.tag == "h1" and i + 1 < len(toks):
+                title = _inline_text(toks[i + 1]).strip()
+                break
+    if title in (None, ""):
+        title = posixpath.splitext(posixpath.basename(source.path))[0]
+    hrefs = []
+    for _tok, children, i, _line in _walk_links(toks, offset):
+        child = children[i]
+        hrefs.append(str(child.attrGet("href") if child.type == "link_open" else child.attrGet("src") or ""))
+    for tok in toks:
+        if tok.type == "html_block":
+            hrefs.extend(h for h, _ in links.hrefs_in_html(tok.content))
+    facts = dict(meta)
+    facts["title"] = str(title)
+    facts["links"] = links.link_targets(hrefs, source.path)
+    return facts
+
+
+def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
+    text = doc.text          # decoding problems were reported by parse
+    meta, body, offset = split_front_matter(text, doc.path, [])
+    toks = [t.copy() for t in tokens(body)]
+    for tok in toks:
+        if tok.children:
+            tok.children = [c.copy() for c in tok.children]
+    for tok, children, i, line in _walk_links(toks, offset):
+        child = children[i]
+        if child.type == "image":
+            links.check(site, str(child.attrGet("src") or ""), doc.path, line, problems)
+            continue
+        href = str(child.attrGet("href") or "")
+        target = links.check(site, href, doc.path, line, problems)
+        if target is None:
+            continue
+        child.attrSet("href", links.rewrite(href))
+        if i + 1 < len(children) and children[i + 1].type == "link_close":
+            filler = Token("text", "", 0, content=links.title_for(site, target))
+            children.insert(i + 1, filler)
+    for tok in toks:
+        if tok.type == "html_block":
+            first = offset + (tok.map[0] if tok.map else 0) + 1
+            tok.content = links.process_html(tok.content, doc.path, site, problems, first)
+    for tok in toks:
+        if tok.type == "inline" and tok.children:
+            _fill_inline_html(tok, offset, doc, site, problems)
+    rendered = md().renderer.render(toks, md().options, {})
+    title = doc.facts.get("title") or posixpath.basename(doc.path)
+    return html_page(str(title), rendered).encode("utf-8")
+
+
+def _fill_inline_html(tok: Token, offset: int, doc: Doc, site: Site, problems: list[Problem]) -> None:
+    """Inline ``<a href="x"></a>`` in a paragraph: two html_inline tokens side by side."""
+    children = tok.children or []
+    line = offset + (tok.map[0] if tok.map else 0) + 1
+    i = 0
+    while i < len(children):
+        c = children[i]
+        if c.type in ("softbreak", "hardbreak"):
+            line += 1
+        if c.type == "html_inline" and c.content.lower().startswith("<a"):
+            nxt = children[i + 1] if i + 1 < len(children) else None
+            if nxt is not None and nxt.type == "html_inline" and nxt.content.lower().startswith("</a"):
+                c.content = links.process_html(c.content + nxt.content, doc.path, site, problems, line)
+                nxt.content = ""
+            else:
+                fixed = links.process_html(c.content + "x</a>", doc.path, site, problems, line)
+                c.content = fixed[: -len("x</a>")]
+        i += 1
