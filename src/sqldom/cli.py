@@ -62,6 +62,10 @@ def _run(ctx: click.Context, root: Path | None, fn: Callable[[Path], int]) -> No
     except SqldomError as e:
         _report(e)
         code = e.exit_code
+    except BrokenPipeError:   # e.g. `sqldom explain x | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
     except KeyboardInterrupt:
         click.echo("sqldom: interrupted; the database is consistent, the next build finishes the job", err=True)
         code = 130

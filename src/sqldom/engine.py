@@ -190,6 +190,19 @@ class Current:
         return current
 
 
+@dataclass
+class Plan:
+    scan: ScanResult
+    rules: RuleSet
+    user_file: str | None
+    prev: dict[str, StepRow]
+    desired: dict[str, Desired]
+    current: Current
+    removed: list[str]
+    candidates: set[str]
+    full_verify: bool
+
+
 class Build:
     def __init__(self, project: Project, store: Store, options: BuildOptions, sink: Sink) -> None:
         self.p = project
@@ -236,15 +249,15 @@ class Build:
 
     # ---- the build ------------------------------------------------------
 
-    def run(self) -> int:
-        t0 = time.monotonic()
+    def plan(self) -> Plan:
+        """Scan and find the candidate steps; reads the database, writes nothing."""
         config = load_config(self.p.root)
         recorded = self.store.sources()
         files: dict[str, tuple[Path, Stat | None]] = content_files(self.p.content)
-        for name, shown in ((CONFIG_FILE, CONFIG_FILE), (config.build_py, config.build_py)):
+        for name in (CONFIG_FILE, config.build_py):
             f = self.p.root / name
             if f.is_file():
-                files[f"../{shown}"] = (f, None)
+                files[f"../{name}"] = (f, None)
         sc = scan(files, recorded)
         rules, user_file = self.load_rules(config, sc)
         prev = self.store.steps()
@@ -254,6 +267,15 @@ class Build:
         content_paths = [p for p in sc.hashes if not p.startswith("../")]
         desired = self.desired_steps(rules, content_paths, prev, config_touched or unfinished)
         cur = Current(sc, self.store, rules, desired)
+        removed = sorted(set(prev) - set(desired))
+        cand = set(desired) if full_verify else self.candidates(sc, cur, desired, prev) & set(desired)
+        return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify)
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        plan = self.plan()
+        sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
+                                                            plan.current, plan.removed, plan.candidates)
 
         run_id = self.store.begin_run(self.opts.command)
         batch = Batch(run=run_id)
@@ -273,16 +295,6 @@ class Build:
                 if data is not None:
                     self.add_blob(sc.hashes[path], data)
         batch.sources_delete = list(sc.deleted)
-
-        # candidates
-        removed = sorted(set(prev) - set(desired))
-        if full_verify:
-            cand = set(desired)
-        else:
-            cand = self.candidates(sc, cur, desired, prev)
-        for s in list(cand):
-            if s not in desired:
-                cand.discard(s)
 
         # parse phase
         deps = self.store.deps_of(cand) if cand else {}
@@ -333,7 +345,7 @@ class Build:
                 "image_tag": None, "image_digest": None})
             batch.executions.append({"run": run_id, "step": s, "outcome": o.status, "reason": o.detail or o.reason,
                                      "duration_ms": round(o.ms, 3)})
-        if full_verify:
+        if plan.full_verify:
             # keep planned outputs and rule names current for steps that stayed clean
             for s, d in desired.items():
                 row = prev.get(s)

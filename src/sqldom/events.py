@@ -130,7 +130,7 @@ class HumanSink:
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
-            print(text, file=self.err if err else self.out)
+            print(text, file=self.err if err else self.out, flush=True)
 
     def emit(self, event: Event) -> None:
         if isinstance(event, StepEvent):
@@ -162,7 +162,7 @@ class HumanSink:
                 parts.append(f"{event.errors} error{'s' if event.errors != 1 else ''}")
             if self.missing:
                 parts.append(f"{self.missing} output{'s' if self.missing != 1 else ''} restored to build/")
-            print(f"{', '.join(parts)} in {event.seconds:.2f}s", file=self.out)
+            print(f"{', '.join(parts)} in {event.seconds:.2f}s", file=self.out, flush=True)
 
     def progress(self, done: int, total: int, what: str) -> None:
         if not self.tty or time.monotonic() - self.started < 1.0:

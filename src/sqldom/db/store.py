@@ -148,14 +148,15 @@ class Store:
         return {r[0] for r in rows}
 
     def steps_reading_facts(self, changed: Iterable[tuple[str, str]]) -> set[str]:
-        """Steps that read one of the (path, name) facts, or all facts ('*') of those paths."""
+        """Steps that read one of the (path, name) facts; name '*' stands for every fact of that path."""
         by_path: dict[str, set[str]] = {}
         for path, name in changed:
             by_path.setdefault(path, set()).add(name)
         found: set[str] = set()
         for step, target, key in self._q_in(
                 "select step, target, key from deps where kind = 'fact' and target in ({in})", by_path):
-            if key == "*" or key in by_path[target]:
+            names = by_path[target]
+            if key == "*" or "*" in names or key in names:
                 found.add(step)
         return found
 
@@ -209,6 +210,23 @@ class Store:
 
     def has_state(self) -> bool:
         return self.raw.execute("select 1 from steps limit 1").fetchone() is not None
+
+    def step(self, step_id: str) -> StepRow | None:
+        row = self.raw.execute("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
+                               "image_digest from steps where id = ?", (step_id,)).fetchone()
+        return StepRow(*row) if row else None
+
+    def output_owner(self, path: str) -> str | None:
+        row = self.raw.execute("select step from build where path = ?", (path,)).fetchone()
+        return row[0] if row else None
+
+    def outputs_of(self, step_id: str) -> list[tuple[str, str, int]]:
+        return [(r[0], r[1], r[2]) for r in self._q("select path, hash, size from build where step = ?",
+                                                    (step_id,))]
+
+    def run_started(self, run: int) -> float | None:
+        row = self.raw.execute("select started_at from runs where id = ?", (run,)).fetchone()
+        return row[0] if row else None
 
     def executions_of(self, step: str, limit: int = 5) -> list[tuple[Any, ...]]:
         return self._q("select e.run, e.outcome, e.reason, e.duration_ms, r.started_at from executions e "
