@@ -123,3 +123,108 @@ class Project:
         sink = ListSink()
         code = build(BuildOptions(root=self.root, full=full), sink)
         return _result(code, [as_dict(e) for e in sink.events])
+
+
+# ---- helpers added for the scenario and end-to-end tests ---------------------------------------------
+# (additions only: nothing above this line changed)
+
+def hash_bytes(data: bytes | str) -> str:
+    """The database's notion of a content hash (xxh3-128, hex), computed independently of sqldom."""
+    import xxhash
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def step_events(result: Result) -> list[dict[str, Any]]:
+    return [e for e in result.events if e["event"] == "step"]
+
+
+def reasons(result: Result) -> dict[str, str]:
+    """step id -> reason, for every step event of a build."""
+    return {e["id"]: e["reason"] for e in result.events if e["event"] == "step"}
+
+
+class ProjectTables:
+    """Read-only views of var/build.db as a user with sqlite3 would query them."""
+
+    def __init__(self, project: Project) -> None:
+        self.p = project
+
+    def sources(self) -> dict[str, str]:
+        """path -> hash of every row of ``sources``."""
+        return dict(self.p.query("select path, hash from sources"))
+
+    def content_sources(self) -> dict[str, str]:
+        """Like ``sources`` but only files under content/ (not build.py / sqldom.yaml rows)."""
+        root_files = {"build.py", "sqldom.yaml"}
+        return {p: h for p, h in self.sources().items()
+                if not p.startswith("../") and p not in root_files}
+
+    def source_bytes(self, path: str) -> bytes | None:
+        rows = self.p.query("select b.data from sources s join blobs b on b.hash = s.hash where s.path = ?", path)
+        return bytes(rows[0][0]) if rows else None
+
+    def build(self) -> dict[str, tuple[str, str]]:
+        """path -> (hash, step) of every row of the ``build`` table."""
+        return {p: (h, s) for p, h, s in self.p.query("select path, hash, step from build")}
+
+    def output_bytes(self, path: str) -> bytes | None:
+        rows = self.p.query("select b.data from build o join blobs b on b.hash = o.hash where o.path = ?", path)
+        return bytes(rows[0][0]) if rows else None
+
+    def steps(self) -> set[str]:
+        return {r[0] for r in self.p.query("select id from steps")}
+
+    def facts(self, path: str) -> dict[str, Any]:
+        return {n: json.loads(v) for n, v in self.p.query("select name, value from facts where path = ?", path)}
+
+    def deps(self, step: str, kind: str | None = None) -> set[tuple[str, str, str]]:
+        """(kind, target, key) of everything ``step`` read, optionally one kind only."""
+        rows = self.p.query("select kind, target, key from deps where step = ?", step)
+        return {tuple(r) for r in rows if kind is None or r[0] == kind}  # type: ignore[misc]
+
+    def problems(self) -> list[dict[str, Any]]:
+        rows = self.p.query("select step, path, line, severity, message from problems order by step, line")
+        return [dict(zip(("step", "path", "line", "severity", "message"), r, strict=True)) for r in rows]
+
+    def last_execution(self, step: str) -> tuple[str, str] | None:
+        """(outcome, reason) of the latest ``executions`` row of a step."""
+        rows = self.p.query("select outcome, reason from executions where step = ? order by run desc, id desc "
+                            "limit 1", step)
+        return (rows[0][0], rows[0][1]) if rows else None
+
+
+def tables(project: Project) -> ProjectTables:
+    return ProjectTables(project)
+
+
+def write_build_py(project: Project, text: str) -> Path:
+    """Write the project's build.py (dedented)."""
+    import textwrap
+    return project.write_root("build.py", textwrap.dedent(text))
+
+
+def cli_in(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m sqldom ARGS`` run in an arbitrary directory (for -C / usage tests)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}
+    return subprocess.run([sys.executable, "-m", "sqldom", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def popen(project: Project, *args: str) -> subprocess.Popen[str]:
+    """``python -m sqldom ARGS`` started in the background (for ``watch``); the caller must stop it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen([sys.executable, "-m", "sqldom", *args], cwd=project.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def clone(project: Project, dest: Path) -> Project:
+    """A copy of a whole project (content/, build/, var/, build.py ...) at ``dest``, as ``cp -a`` makes it.
+
+    Lets a module build an expensive baseline once and hand every test its own copy.
+    """
+    import shutil
+    shutil.copytree(project.root, dest, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    return Project(dest)

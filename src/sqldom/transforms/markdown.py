@@ -97,6 +97,17 @@ def _walk_links(toks: list[Token], offset: int):  # type: ignore[no-untyped-def]
                 line += child.content.count("\n")
 
 
+def _private_copy(toks: list[Token]) -> list[Token]:
+    """Tokens the writer may change without touching the shared cache (attrs dicts included)."""
+    out = []
+    for t in toks:
+        t = t.copy(attrs=dict(t.attrs))
+        if t.children:
+            t.children = [c.copy(attrs=dict(c.attrs)) for c in t.children]
+        out.append(t)
+    return out
+
+
 def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
     text = decoded_text(source, problems)
     meta, body, offset = split_front_matter(text, source.path, problems)
@@ -125,10 +136,7 @@ def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
 def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     text = doc.text          # decoding problems were reported by parse
     meta, body, offset = split_front_matter(text, doc.path, [])
-    toks = [t.copy() for t in tokens(body)]
-    for tok in toks:
-        if tok.children:
-            tok.children = [c.copy() for c in tok.children]
+    toks = _private_copy(tokens(body))
     for tok, children, i, line in _walk_links(toks, offset):
         child = children[i]
         if child.type == "image":
