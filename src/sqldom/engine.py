@@ -210,6 +210,7 @@ class Build:
         self.opts = options
         self.sink = sink
         self.outcomes: dict[str, Outcome] = {}
+        self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         self.problems_changed = False
 
     # ---- plan -----------------------------------------------------------
@@ -224,8 +225,7 @@ class Build:
             shown = config.build_py
             code = load(build_py, shown)
             user_rules, fingerprints = code.rules, code.fingerprints
-        return RuleSet(user_rules, fingerprints, builtin_code_hash(), shown or "build.py"), \
-            (str(build_py) if shown else None)
+        return RuleSet(user_rules, fingerprints, builtin_code_hash(), shown or "build.py"), shown
 
     def desired_steps(self, rules: RuleSet, current_paths: list[str], prev: dict[str, StepRow],
                       rules_changed: bool) -> dict[str, Desired]:
@@ -288,7 +288,7 @@ class Build:
             batch.sources_upsert.append({"path": path, "hash": sc.hashes[path], "size": st.size,
                                          "mtime_ns": st.mtime_ns, "ctime_ns": st.ctime_ns, "inode": st.inode,
                                          "scanned_ns": sc.started_ns})
-            if path in sc.added or path in sc.changed or path in sc.data:
+            if True:
                 data = sc.data.get(path)
                 if data is None and path in sc.big:
                     data = sc.big[path].read_bytes()
@@ -331,8 +331,7 @@ class Build:
         new_paths = {r["path"] for r in batch.build_upsert}
         for path, row in outputs_before.items():
             if row.step in desired and path not in new_paths:
-                d = desired[row.step]
-                if d.output != path or row.step in losers:
+                if desired[row.step].output != path or row.step in self.through_write:
                     deleted_outputs.append((path, row.step))
         batch.build_delete = sorted({p for p, _ in deleted_outputs} - new_paths)
 
@@ -364,13 +363,17 @@ class Build:
             self.store.collect_garbage()
 
         # events for steps, in id order
+        outs_by_step: dict[str, list[str]] = {}
+        for r in batch.build_upsert:
+            outs_by_step.setdefault(r["step"], []).append(r["path"])
+        build_delete = set(batch.build_delete)
         for s in sorted(self.outcomes):
             o = self.outcomes[s]
             d = desired[s]
-            outs = [r["path"] for r in batch.build_upsert if r["step"] == s]
+            outs = outs_by_step.get(s, [])
             self.sink.emit(StepEvent(id=s, kind=d.kind, status=o.status, reason=o.reason, outputs=outs))
         for path, step in sorted(set(deleted_outputs)):
-            if path in batch.build_delete:
+            if path in build_delete:
                 self.sink.emit(DeletedEvent(path=path, step=step))
 
         # mirror
@@ -519,8 +522,15 @@ class Build:
                 if not o.reason:
                     o.reason = "output conflict" if s in losers else "invalid output"
                 o.statuses.append(FAILED)
+                self.through_write.add(s)
                 batch.deps[(s, WRITE)] = []
                 batch.problems[(s, WRITE)] = [prob]
+                continue
+            if o is not None and FAILED in o.statuses and (s, PARSE) in batch.deps:
+                # the parser failed: no output, and nothing to write until the parse inputs change
+                self.through_write.add(s)
+                batch.deps[(s, WRITE)] = list(batch.deps[(s, PARSE)])
+                batch.problems[(s, WRITE)] = []
                 continue
             reads = deps.get((s, WRITE))
             if reads and not self.opts.full:
@@ -563,6 +573,7 @@ class Build:
                     "output": out_hash, "size": size, "problems": [p.as_dict() for p in problems],
                     "failed": res.failed}, [out_hash] if out_hash else [], batch.run))
             o.ms += (time.perf_counter() - t) * 1000
+            self.through_write.add(s)
             batch.deps[(s, WRITE)] = reads
             batch.problems[(s, WRITE)] = problems
             if out_hash is not None:

@@ -34,7 +34,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             else:
                 body = pattern[i + 1:j]
                 if body.startswith("!"):
-                    body = "^" + body[1:]
+                    body = "^/" + body[1:]   # a class never matches the separator
                 out.append(f"[{body}]")
                 i = j + 1
         else:

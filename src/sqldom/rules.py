@@ -33,10 +33,6 @@ class Rule:
     code_hash: str = ""
 
     @property
-    def code_target(self) -> str:
-        return self.name if self.builtin else self.name
-
-    @property
     def spec_hash(self) -> str:
         return hash_json([self.kind, self.name, self.pattern, self.output])
 
@@ -78,7 +74,8 @@ def render_output(template: str, path: str) -> str:
 
 def check_output_path(out: str, template: str) -> str:
     norm = posixpath.normpath(out) if out else ""
-    if not out or out.startswith("/") or norm.startswith("..") or norm in (".", "") or "\\" in out:
+    if not out or out.startswith("/") or norm == ".." or norm.startswith("../") or norm in (".", "") \
+            or "\\" in out:
         raise OutputError(f"output {out!r} (from {template!r}) is outside build/")
     return norm
 

@@ -17,9 +17,12 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.support.project import Project, Result, hash_bytes, popen, reasons, tables, write_build_py
+import pytest
+
+from tests.support.project import Project, Result, clone, hash_bytes, popen, reasons, tables, write_build_py
 
 # ---- the documents of the walk-through ----------------------------------------------------------------
 
@@ -81,11 +84,67 @@ def setup_build(project: Project, files: dict[str, str | bytes], build_py: str |
     return ok(project.build())
 
 
-def linked_state(project: Project, b_source: str = B_LINK_EMPTY) -> Result:
+# States that several scenarios start from are built once per module; every test gets its own copy
+# (``clone``), so no test depends on another or on the order they run in.
+
+def _baseline(factory: pytest.TempPathFactory, name: str) -> Project:
+    return Project(factory.mktemp(name) / "proj")
+
+
+@pytest.fixture(scope="module")
+def _hello(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """After "Full build, one input document": content/a.txt built."""
+    p = _baseline(tmp_path_factory, "hello")
+    setup_build(p, {"a.txt": HELLO})
+    return p
+
+
+@pytest.fixture(scope="module")
+def _markdown_and_code(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """a.txt and b.md built with build.py's parse_markdown / write_html."""
+    p = _baseline(tmp_path_factory, "code")
+    setup_build(p, {"a.txt": HELLO, "b.md": B_MD}, BUILD_PY)
+    assert p.text("b.html") == ("<html><head><title>Document B</title></head><body><h1>Document B</h1>"
+                                "<p>Some *body* text for document B.</p></body></html>")
+    return p
+
+
+@pytest.fixture(scope="module")
+def _linked(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The state at "Change target title": a.txt with a title line, b.html linking to it (empty link)."""
-    res = setup_build(project, {"a.txt": A_TXT, "b.html": b_source})
-    assert project.text("b.html") == b_source.replace('<a href="a.txt"></a>', '<a href="a.txt">Document A</a>')
-    return res
+    p = _baseline(tmp_path_factory, "linked")
+    setup_build(p, {"a.txt": A_TXT, "b.html": B_LINK_EMPTY})
+    assert p.text("b.html") == B_LINK_EMPTY.replace('<a href="a.txt"></a>', '<a href="a.txt">Document A</a>')
+    return p
+
+
+@pytest.fixture(scope="module")
+def _target_deleted(_linked: Project, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """After "Delete second doc": the linked state, then a.txt deleted (b.html has a broken link)."""
+    p = clone(_linked, tmp_path_factory.mktemp("deleted") / "proj")
+    p.delete("a.txt")
+    assert p.build().code == 1
+    return p
+
+
+@pytest.fixture
+def hello(_hello: Project, tmp_path: Path) -> Project:
+    return clone(_hello, tmp_path / "proj")
+
+
+@pytest.fixture
+def markdown_and_code(_markdown_and_code: Project, tmp_path: Path) -> Project:
+    return clone(_markdown_and_code, tmp_path / "proj")
+
+
+@pytest.fixture
+def linked(_linked: Project, tmp_path: Path) -> Project:
+    return clone(_linked, tmp_path / "proj")
+
+
+@pytest.fixture
+def target_deleted(_target_deleted: Project, tmp_path: Path) -> Project:
+    return clone(_target_deleted, tmp_path / "proj")
 
 
 # ---- the scenarios -------------------------------------------------------------------------------------

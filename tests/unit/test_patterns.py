@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from pathlib import PurePosixPath
 
 import pytest
 from hypothesis import given
@@ -120,3 +121,15 @@ def test_double_star_slash_spans_any_number_of_folders(folders: list[str], stem:
     assert glob_match("**/*.md", path)
     assert glob_match(f"**/{stem}.md", path)
     assert not glob_match("**/*.txt", path)
+
+
+_segment = st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))
+_pattern_segment = st.text(alphabet="ab.*", min_size=1, max_size=3).filter(
+    lambda s: "**" not in s and s not in (".", ".."))
+
+
+@given(st.lists(_pattern_segment, min_size=1, max_size=3), st.lists(_segment, min_size=1, max_size=3))
+def test_single_star_patterns_agree_with_pathlib_full_match(pattern_parts: list[str], path_parts: list[str]) -> None:
+    # An absolute pattern makes PurePosixPath.match compare the whole path, segment by segment.
+    pattern, path = "/".join(pattern_parts), "/".join(path_parts)
+    assert glob_match(pattern, path) == PurePosixPath("/" + path).match("/" + pattern)

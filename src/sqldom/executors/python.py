@@ -42,7 +42,7 @@ def run_parse(step: str, rule: Rule, world: World, user_file: str | None) -> Pha
                 facts = {}
             if not isinstance(facts, dict):
                 raise TypeError(f"a parser must return a dict of facts, not {type(facts).__name__}")
-            canonical_json(facts)  # must be JSON-serialisable
+            _check_json(facts)
             facts = {str(k): v for k, v in facts.items()}
         else:
             facts = module(rule.builtin or "copy").parse(source, problems)
@@ -51,6 +51,15 @@ def run_parse(step: str, rule: Rule, world: World, user_file: str | None) -> Pha
                            failed=True)
     facts = _json_roundtrip(facts)
     return PhaseResult(reads=log.reads(), facts=facts, problems=problems)
+
+
+def _check_json(facts: dict[str, Any]) -> None:
+    """Facts are stored as JSON: refuse what would not come back equal (objects, sets, NaN)."""
+    import json
+    try:
+        json.dumps(facts, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"a parser must return JSON-serialisable facts: {e}") from None
 
 
 def _json_roundtrip(facts: dict[str, Any]) -> dict[str, Any]:

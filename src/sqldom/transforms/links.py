@@ -14,12 +14,12 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
 def split_href(href: str) -> tuple[str, str]:
-    """Split ``a.md#x`` into (``a.md``, ``#x``)."""
-    for sep in ("#", "?"):
-        i = href.find(sep)
-        if i != -1:
-            return href[:i], href[i:]
-    return href, ""
+    """Split ``a.md?v=1#x`` into (``a.md``, ``?v=1#x``) at the first ``?`` or ``#``."""
+    cut = [i for i in (href.find("?"), href.find("#")) if i != -1]
+    if not cut:
+        return href, ""
+    i = min(cut)
+    return href[:i], href[i:]
 
 
 def resolve(href: str, doc_path: str) -> str | None:
@@ -58,7 +58,7 @@ def check(site: Site, href: str, doc_path: str, line: int | None, problems: list
         problems.append(Problem(step=doc_path, path=doc_path, line=line,
                                 message=f"link to {href}: outside content/"))
         return None
-    if target.endswith("/") or not site.exists(target):
+    if not site.exists(target):
         problems.append(Problem(step=doc_path, path=doc_path, line=line,
                                 message=f"link to {target}: no such document"))
         return None

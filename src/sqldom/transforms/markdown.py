@@ -82,19 +82,58 @@ def _inline_text(tok: Token) -> str:
     return "".join(c.content for c in (tok.children or []) if c.type in ("text", "code_inline"))
 
 
-def _walk_links(toks: list[Token], offset: int):  # type: ignore[no-untyped-def]
-    """Yield (token, children, index, line) for each link_open and image in inline tokens."""
+def _walk_links(toks: list[Token], offset: int, body: str):  # type: ignore[no-untyped-def]
+    """Yield (token, children, index, line) for each link_open and image in inline tokens.
+
+    The line is found by locating the link's target in the block's raw lines, so
+    code spans and inline HTML spanning lines cannot shift it; counting line
+    breaks between tokens is the fallback.
+    """
+    lines = body.splitlines(keepends=True)
     for tok in toks:
         if tok.type != "inline" or not tok.children:
             continue
-        line = offset + (tok.map[0] if tok.map else 0) + 1
+        start = tok.map[0] if tok.map else 0
+        raw = "".join(lines[start: tok.map[1]]) if tok.map else ""
+        cursor = 0
+        line = offset + start + 1
         for i, child in enumerate(tok.children):
             if child.type in ("softbreak", "hardbreak"):
                 line += 1
             elif child.type in ("link_open", "image"):
-                yield tok, tok.children, i, line
+                target = str(child.attrGet("href") if child.type == "link_open" else child.attrGet("src") or "")
+                at = _find(raw, target, cursor)
+                if at >= 0:
+                    cursor = at + 1
+                    # a link starts where its text starts, lines before its target
+                    found = offset + start + 1 + raw.count("\n", 0, at) - _breaks_in_text(tok.children, i)
+                    yield tok, tok.children, i, found
+                else:
+                    yield tok, tok.children, i, line
             elif child.type == "text":
                 line += child.content.count("\n")
+
+
+def _breaks_in_text(children: list[Token], i: int) -> int:
+    child = children[i]
+    inner = child.children or [] if child.type == "image" else []
+    if child.type == "link_open":
+        depth, j = 0, i + 1
+        while j < len(children) and not (children[j].type == "link_close" and depth == 0):
+            depth += {"link_open": 1, "link_close": -1}.get(children[j].type, 0)
+            inner.append(children[j])
+            j += 1
+    return sum(1 for c in inner if c.type in ("softbreak", "hardbreak"))
+
+
+def _find(raw: str, target: str, cursor: int) -> int:
+    from urllib.parse import unquote
+    for candidate in (target, unquote(target)):
+        if candidate:
+            at = raw.find(candidate, cursor)
+            if at >= 0:
+                return at
+    return -1
 
 
 def _private_copy(toks: list[Token]) -> list[Token]:
@@ -120,13 +159,15 @@ def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
                 break
     if title in (None, ""):
         title = posixpath.splitext(posixpath.basename(source.path))[0]
-    hrefs = []
-    for _tok, children, i, _line in _walk_links(toks, offset):
-        child = children[i]
-        hrefs.append(str(child.attrGet("href") if child.type == "link_open" else child.attrGet("src") or ""))
-    for tok in toks:
+    hrefs: list[str] = []
+    for tok in toks:   # document order
         if tok.type == "html_block":
             hrefs.extend(h for h, _ in links.hrefs_in_html(tok.content))
+        for child in tok.children or []:
+            if child.type == "html_inline":
+                hrefs.extend(h for h, _ in links.hrefs_in_html(child.content))
+            elif child.type in ("link_open", "image"):
+                hrefs.append(str(child.attrGet("href") if child.type == "link_open" else child.attrGet("src") or ""))
     facts = dict(meta)
     facts["title"] = str(title)
     facts["links"] = links.link_targets(hrefs, source.path)
@@ -137,7 +178,7 @@ def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     text = doc.text          # decoding problems were reported by parse
     meta, body, offset = split_front_matter(text, doc.path, [])
     toks = _private_copy(tokens(body))
-    for tok, children, i, line in _walk_links(toks, offset):
+    for tok, children, i, line in _walk_links(toks, offset, body):
         child = children[i]
         if child.type == "image":
             links.check(site, str(child.attrGet("src") or ""), doc.path, line, problems)

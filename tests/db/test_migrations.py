@@ -1,0 +1,142 @@
+"""The database is only ever created by the migrations shipped in the package."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sqldom.db import migrate
+from tests.support.project import Project
+
+SPEC_TABLES = {"blobs", "sources", "build", "steps", "deps", "facts", "runs", "executions", "problems",
+               "workshop"}
+
+
+def test_upgrade_head_on_an_empty_database_matches_the_tables(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from sqldom.db.tables import metadata
+
+    db = tmp_path / "build.db"
+    migrate.upgrade(db)
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diffs == []
+
+
+def test_the_known_revisions_are_exactly_the_migration_scripts() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrate.script_location())
+    script = ScriptDirectory.from_config(cfg)
+    assert script.get_heads() == [migrate.HEAD]
+    chain = [rev.revision for rev in script.walk_revisions()][::-1]
+    assert tuple(chain) == migrate.REVISIONS
+
+
+def test_a_build_creates_every_spec_table_in_wal_mode(project: Project) -> None:
+    project.write("a.txt", "A\n")
+    assert project.build().code == 0
+    tables = {r[0] for r in project.query("select name from sqlite_master where type='table'")}
+    assert SPEC_TABLES <= tables
+    assert project.query("pragma journal_mode")[0][0] == "wal"
+    assert project.query("select version_num from alembic_version") == [(migrate.HEAD,)]
+
+
+def test_a_database_from_a_newer_sqldom_is_refused_with_a_hint(project: Project) -> None:
+    project.write("a.txt", "A\n")
+    project.build()
+    con = project.db()
+    con.execute("update alembic_version set version_num = '9999'")
+    con.commit()
+    con.close()
+    r = project.build()
+    assert r.code == 2
+    assert "newer" in r.stderr and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_foreign_sqlite_database_is_left_untouched(project: Project) -> None:
+    db = project.root / "var" / "build.db"
+    db.parent.mkdir(parents=True)
+    con = sqlite3.connect(db)
+    con.execute("create table invoices (id integer primary key, total real)")
+    con.execute("insert into invoices values (1, 9.5)")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    project.write("a.txt", "A\n")
+    r = project.build()
+    assert r.code == 2
+    assert "not a sqldom database" in r.stderr
+    assert db.read_bytes() == before
+    assert not (project.root / "build" / "a.txt").exists()
+
+
+def test_a_file_that_is_not_sqlite_is_left_untouched(project: Project) -> None:
+    db = project.root / "var" / "build.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is my diary, not a database\n" * 10)
+    before = db.read_bytes()
+    r = project.build()
+    assert r.code == 2
+    assert "var/build.db" in r.stderr and "not a SQLite database" in r.stderr
+    assert db.read_bytes() == before
+
+
+def test_an_empty_database_file_is_upgraded_to_head(project: Project) -> None:
+    db = project.root / "var" / "build.db"
+    db.parent.mkdir(parents=True)
+    db.touch()
+    project.write("a.txt", "A\n")
+    assert project.build().code == 0
+    assert project.query("select version_num from alembic_version") == [(migrate.HEAD,)]
+
+
+def test_removing_a_step_cascades_to_its_rows(project: Project) -> None:
+    project.write("a.md", "# A\n\n[](b.txt)\n")
+    project.write("b.txt", "B\n")
+    project.build()
+    project.delete("a.md")
+    project.build()
+    for table, col in (("deps", "step"), ("facts", "path"), ("build", "step"), ("problems", "step")):
+        assert project.query(f"select count(*) from {table} where {col} = 'a.md'") == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_in_a_fresh_venv_creates_the_database(tmp_path: Path) -> None:
+    """The wheel carries the migrations: no repo checkout is needed at run time."""
+    repo = Path(__file__).resolve().parents[2]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    # build from a copy so nothing of the checkout (src/, migrations/) can leak in at run time
+    src = tmp_path / "src-copy"
+    import shutil
+    shutil.copytree(repo, src, ignore=shutil.ignore_patterns(".git", "build", "var", "*.egg-info", "__pycache__",
+                                                             ".hypothesis", "bench"))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(src)],
+                   check=True, capture_output=True)
+    shutil.rmtree(src)
+    proj = tmp_path / "proj"
+    (proj / "content").mkdir(parents=True)
+    (proj / "content" / "a.md").write_text("# A\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(py), "-c", "import sqldom, sqldom.migrations as m; print(sqldom.__file__); "
+                            "print(m.__file__)"], cwd=proj, capture_output=True, text=True, env=env, check=True)
+    assert all(str(venv) in line for line in where.stdout.split()), where.stdout
+    r = subprocess.run([str(py), "-m", "sqldom", "build"], cwd=proj, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (proj / "var" / "build.db").is_file()
+    assert (proj / "build" / "a.html").is_file()

@@ -1,0 +1,225 @@
+"""sqldom.scan: what changed under content/, never missing an edit (SPEC section 8)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from sqldom.hashing import hash_bytes
+from sqldom.scan import (
+    KEEP_BYTES_LIMIT,
+    Recorded,
+    ScanResult,
+    Stat,
+    content_files,
+    racy_margin_ns,
+    scan,
+    trusted,
+)
+
+SECOND = 1_000_000_000
+FAR = 3600 * SECOND      # "the recording scan happened long after the file's last change"
+
+
+def _record(result: ScanResult, scanned_ns: int | None = None) -> dict[str, Recorded]:
+    """What the engine would store in ``sources`` after ``result``."""
+    at = result.started_ns if scanned_ns is None else scanned_ns
+    return {p: Recorded(h, result.stats[p].size, result.stats[p].mtime_ns, result.stats[p].ctime_ns,
+                        result.stats[p].inode, at)
+            for p, h in result.hashes.items()}
+
+
+def _settled(result: ScanResult) -> dict[str, Recorded]:
+    """Recorded as if the scan ran well after every file was written (no racy rows)."""
+    return _record(result, scanned_ns=time.time_ns() + FAR)
+
+
+def _write(root: Path, rel: str, data: bytes) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+@pytest.fixture
+def content(tmp_path: Path) -> Path:
+    root = tmp_path / "content"
+    _write(root, "a.md", b"# A\n")
+    _write(root, "docs/b.txt", b"B text\n")
+    _write(root, "img/c.bin", bytes(range(256)))
+    return root
+
+
+def test_first_scan_adds_everything(content: Path) -> None:
+    r = scan(content_files(content), {})
+    assert r.added == ["a.md", "docs/b.txt", "img/c.bin"]
+    assert r.changed == [] and r.deleted == []
+    assert sorted(r.rehashed) == r.added
+    assert r.hashes["a.md"] == hash_bytes(b"# A\n")
+    assert r.data["docs/b.txt"] == b"B text\n"
+    assert r.touched == {"a.md", "docs/b.txt", "img/c.bin"}
+
+
+def test_unchanged_files_are_trusted_without_reading(content: Path) -> None:
+    first = scan(content_files(content), {})
+    r = scan(content_files(content), _settled(first))
+    assert (r.added, r.changed, r.deleted, r.rehashed) == ([], [], [], [])
+    assert r.hashes == first.hashes
+    assert r.data == {}
+    assert r.touched == set()
+
+
+def test_added_changed_deleted(content: Path) -> None:
+    rec = _settled(scan(content_files(content), {}))
+    _write(content, "a.md", b"# A edited, longer\n")
+    _write(content, "new/d.md", b"new")
+    (content / "docs/b.txt").unlink()
+    r = scan(content_files(content), rec)
+    assert r.added == ["new/d.md"]
+    assert r.changed == ["a.md"]
+    assert r.deleted == ["docs/b.txt"]
+    assert r.hashes["a.md"] == hash_bytes(b"# A edited, longer\n")
+    assert "docs/b.txt" not in r.hashes
+    assert r.touched == {"new/d.md", "a.md", "docs/b.txt"}
+
+
+def test_touched_but_identical_is_rehashed_not_changed(content: Path) -> None:
+    rec = _settled(scan(content_files(content), {}))
+    st = os.stat(content / "a.md")
+    os.utime(content / "a.md", ns=(st.st_atime_ns, st.st_mtime_ns + 5 * SECOND))
+    r = scan(content_files(content), rec)
+    assert r.changed == [] and r.added == [] and r.deleted == []
+    assert r.rehashed == ["a.md"]
+    assert r.hashes["a.md"] == rec["a.md"].hash
+
+
+def test_same_size_edit_with_restored_mtime_is_seen_via_ctime(content: Path) -> None:
+    rec = _settled(scan(content_files(content), {}))
+    p = content / "a.md"
+    st = os.stat(p)
+    time.sleep(0.02)   # let the ctime clock tick
+    p.write_bytes(b"# Z\n")                                          # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))                # `touch -r`, `cp -p`, `rsync -t`
+    assert os.stat(p).st_size == st.st_size and os.stat(p).st_mtime_ns == st.st_mtime_ns
+    r = scan(content_files(content), rec)
+    assert r.changed == ["a.md"]
+    assert r.hashes["a.md"] == hash_bytes(b"# Z\n")
+
+
+def test_same_size_replacement_with_restored_mtime_is_seen_via_inode(content: Path) -> None:
+    rec = _settled(scan(content_files(content), {}))
+    p = content / "a.md"
+    st = os.stat(p)
+    tmp = content / "a.md.tmp"
+    tmp.write_bytes(b"# Y\n")
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, p)                                               # new inode, same size and mtime
+    assert os.stat(p).st_ino != st.st_ino
+    r = scan(content_files(content), rec)
+    assert r.changed == ["a.md"]
+
+
+def test_a_racy_row_is_rehashed_even_when_the_stat_matches(content: Path) -> None:
+    """Simulate an edit that no stat field can see: only the racily-clean rule catches it."""
+    p = content / "a.md"
+    st = Stat.of(os.stat(p))
+    stale = "0" * 32    # the recorded hash of what the file held when the row was written
+    last_change = max(st.mtime_ns, st.ctime_ns)
+    for scanned_ns in (last_change, last_change + 10_000_000, st.mtime_ns - SECOND):
+        rec = {"a.md": Recorded(stale, st.size, st.mtime_ns, st.ctime_ns, st.inode, scanned_ns)}
+        r = scan({"a.md": (p, st)}, rec)
+        assert r.rehashed == ["a.md"], scanned_ns
+        assert r.changed == ["a.md"]
+        assert r.hashes["a.md"] == hash_bytes(b"# A\n")
+    # the same row recorded well after the last change is trusted: the shortcut is real
+    rec = {"a.md": Recorded(stale, st.size, st.mtime_ns, st.ctime_ns, st.inode, last_change + 10 * SECOND)}
+    r = scan({"a.md": (p, st)}, rec)
+    assert r.rehashed == [] and r.hashes["a.md"] == stale
+
+
+def test_rows_recorded_by_a_real_scan_right_after_writing_are_racy(content: Path) -> None:
+    first = scan(content_files(content), {})
+    rec = _record(first)                       # scanned_ns = the scan's own start time
+    p = content / "a.md"
+    st = os.stat(p)
+    p.write_bytes(b"# Q\n")                     # same size, quickly, with the mtime put back
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = scan(content_files(content), rec)
+    assert "a.md" in r.changed
+
+
+def test_file_vanishing_after_the_walk_is_deleted(content: Path) -> None:
+    rec = _settled(scan(content_files(content), {}))
+    files = content_files(content)
+    (content / "a.md").unlink()
+    files["a.md"] = (content / "a.md", None)    # stat unknown: scan stats it and finds nothing
+    r = scan(files, rec)
+    assert r.deleted == ["a.md"]
+    assert "a.md" not in r.hashes
+
+
+def test_known_stat_is_used_and_unknown_stat_is_taken(content: Path) -> None:
+    files = {rel: (path, None) for rel, (path, _) in content_files(content).items()}
+    r = scan(files, {})
+    assert r.added == ["a.md", "docs/b.txt", "img/c.bin"]
+    assert r.stats["a.md"] == Stat.of(os.stat(content / "a.md"))
+
+
+def test_big_files_are_hashed_in_a_stream_and_not_kept(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    data = b"z" * (KEEP_BYTES_LIMIT + 1)
+    _write(root, "big.bin", data)
+    r = scan(content_files(root), {})
+    assert r.hashes["big.bin"] == hash_bytes(data)
+    assert "big.bin" not in r.data
+    assert r.big["big.bin"] == root / "big.bin"
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    r = scan(content_files(tmp_path / "c"), {"gone.md": Recorded("h", 1, 1, 1, 1, 10)})
+    assert r.deleted == ["gone.md"] and r.added == [] and r.hashes == {}
+
+
+# --- trusted() -------------------------------------------------------------------------------------
+
+T = 1_700_000_000_123_456_789      # a fine-grained (nanosecond) mtime
+
+
+def _rec(mtime: int = T, ctime: int = T, scanned: int = T + 10 * SECOND, size: int = 5, inode: int = 42) -> Recorded:
+    return Recorded("h", size, mtime, ctime, inode, scanned)
+
+
+def _st(mtime: int = T, ctime: int = T, size: int = 5, inode: int = 42) -> Stat:
+    return Stat(size, mtime, ctime, inode)
+
+
+def test_trusted_when_everything_matches_and_the_row_is_old() -> None:
+    assert trusted(_rec(), _st())
+
+
+@pytest.mark.parametrize("st", [_st(size=6), _st(mtime=T + 1), _st(mtime=T - 1), _st(ctime=T + 1), _st(inode=43)])
+def test_not_trusted_when_any_stat_field_differs(st: Stat) -> None:
+    assert not trusted(_rec(), st)
+
+
+@pytest.mark.parametrize("scanned", [T - SECOND, T, T + 1, T + 49_000_000])
+def test_not_trusted_when_the_row_is_racy(scanned: int) -> None:
+    assert not trusted(_rec(scanned=scanned), _st())
+
+
+def test_not_trusted_when_the_ctime_is_racy() -> None:
+    ctime = T + 10 * SECOND
+    assert not trusted(_rec(ctime=ctime, scanned=ctime + 1), _st(ctime=ctime))
+
+
+def test_whole_second_timestamps_get_a_two_second_margin() -> None:
+    whole = 1_700_000_000 * SECOND
+    assert racy_margin_ns(whole) == 2 * SECOND
+    assert racy_margin_ns(T) < SECOND
+    assert not trusted(_rec(mtime=whole, ctime=whole, scanned=whole + 1_500_000_000), _st(mtime=whole, ctime=whole))
+    assert trusted(_rec(mtime=whole, ctime=whole, scanned=whole + 3 * SECOND), _st(mtime=whole, ctime=whole))
+    assert trusted(_rec(scanned=T + 100_000_000), _st())
