@@ -26,7 +26,7 @@ from sqldom.db.store import Batch, StepRow, Store
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
 from sqldom.hashing import ABSENT, canonical_json, hash_json
-from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, PhaseResult, Problem, Read
+from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
 from sqldom.plan import duplicate_outputs, verify
 from sqldom.rules import BUILTIN_REVISION, Rule, RuleSet
 from sqldom.scan import ScanResult, Stat, content_files, scan
@@ -123,6 +123,7 @@ class Current:
         self.desired = desired
         self.code = rules.code_hashes()
         self.new_facts: dict[str, dict[str, Any]] = {}
+        self.before_facts: Callable[[str], None] | None = None
         self._facts_cache: dict[str, dict[str, Any]] = {}
         self._paths: list[str] | None = None
         self._globs: dict[str, str] = {}
@@ -143,6 +144,8 @@ class Current:
         return self.store.blob(self.scan.hashes[path])
 
     def facts(self, path: str) -> dict[str, Any] | None:
+        if self.before_facts is not None:
+            self.before_facts(path)   # a due parse of that document runs first
         if path in self.new_facts:
             return self.new_facts[path]
         if path not in self.scan.hashes or path.startswith("../"):
@@ -296,27 +299,30 @@ class Build:
                     self.add_blob(sc.hashes[path], data)
         batch.sources_delete = list(sc.deleted)
 
-        # parse phase
+        # Parses that are due run lazily: just before their own write (so the Markdown
+        # tokens are still warm), or earlier when another step's write first reads their facts.
         deps = self.store.deps_of(cand) if cand else {}
-        old_facts = self.store.facts_of([s for s in cand if desired[s].kind == "document"] + removed)
-        changed_facts = self.parse_phase(cand, desired, deps, cur, batch, user_file, old_facts)
-        for s in removed:
-            if s in old_facts:
-                changed_facts.add((s, "*"))
-
-        # write phase
-        write_cand = set(cand)
-        if changed_facts:
-            write_cand |= self.store.steps_reading_facts(changed_facts)
-        write_cand = {s for s in write_cand if s in desired}
-        claims = {s: d.output for s, d in desired.items() if d.output is not None}
+        self.user_file = user_file
+        self.batch = batch
+        self.desired = desired
+        self.cur = cur
+        self.parse_due = self.due_parses(cand, desired, deps, cur)
+        cur.before_facts = self.ensure_parsed
+        write_cand = set(cand) | set(self.parse_due)
+        maybe = {(x, "*") for x in list(self.parse_due) + removed}
+        if maybe:
+            write_cand |= self.store.steps_reading_facts(maybe)
+        write_cand = {x for x in write_cand if x in desired}
+        claims = {x: d.output for x, d in desired.items() if d.output is not None}
         losers = duplicate_outputs(claims)
         write_cand |= set(losers)
-        extra = [s for s in write_cand if s not in cand]
+        extra = [x for x in write_cand if x not in cand]
         if extra:
             deps.update(self.store.deps_of(extra))
         outputs_before = self.store.outputs()
         self.write_phase(write_cand, desired, deps, cur, batch, user_file, losers, outputs_before, prev)
+        for x in sorted(self.parse_due):
+            self.ensure_parsed(x)
 
         # steps that are gone
         batch.steps_delete = removed
@@ -434,12 +440,10 @@ class Build:
     def outcome(self, step: str) -> Outcome:
         return self.outcomes.setdefault(step, Outcome())
 
-    def parse_phase(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
-                    cur: Current, batch: Batch, user_file: str | None,
-                    old_facts: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
-        from sqldom.executors.python import run_parse
-
-        todo = []
+    def due_parses(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
+                   cur: Current) -> dict[str, tuple[str, str]]:
+        """Document steps whose parse reads changed (or that never parsed), with the reason."""
+        due: dict[str, tuple[str, str]] = {}
         for s in sorted(cand):
             d = desired[s]
             if d.kind != "document" or d.parser is None:
@@ -447,47 +451,43 @@ class Build:
             reads = deps.get((s, PARSE))
             if reads and not self.opts.full:
                 why = verify(reads, cur.reader(s, PARSE))
-                if why is None:
-                    continue
+                if why is not None:
+                    due[s] = why
             else:
-                why = ("--full", "--full") if self.opts.full and reads else ("new step", "new step")
-            todo.append((s, why))
-        traces = self.store.traces_of([s for s, _ in todo], PARSE) if todo and not self.opts.full else {}
-        changed: set[tuple[str, str]] = set()
-        for i, (s, (reason, detail)) in enumerate(todo):
-            self.sink.progress(i, len(todo), "parsing")
-            d = desired[s]
-            assert d.parser is not None
-            t = time.perf_counter()
-            trace = self.matching_trace(traces.get(s, []), cur.reader(s, PARSE))
-            o = self.outcome(s)
-            o.reason, o.detail = reason, detail
-            if trace is not None:
-                facts = trace.results["facts"]
-                problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
-                reads = trace.reads
-                o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
-            else:
-                res = run_parse(s, d.parser, cur, user_file)
-                facts, problems, reads = res.facts or {}, res.problems, res.reads
-                o.statuses.append(FAILED if res.failed else BUILT)
-                batch.traces.append(self.trace_row(s, PARSE, reads, {
-                    "facts": facts, "problems": [p.as_dict() for p in problems], "failed": res.failed},
-                    [], batch.run))
-            o.ms += (time.perf_counter() - t) * 1000
-            cur.new_facts[s] = facts
-            batch.deps[(s, PARSE)] = reads
-            batch.facts[s] = facts
-            batch.problems[(s, PARSE)] = problems
-            old = old_facts.get(s)
-            if old is None:
-                changed.add((s, "*"))
-            else:
-                for name in set(old) | set(facts):
-                    if canonical_json(old.get(name)) != canonical_json(facts.get(name)) or \
-                            (name in old) != (name in facts):
-                        changed.add((s, name))
-        return changed
+                due[s] = ("--full", "--full") if self.opts.full and reads else ("new step", "new step")
+        return due
+
+    def ensure_parsed(self, s: str) -> None:
+        """Run (or restore) one due parse; its facts become current for every later read."""
+        why = self.parse_due.pop(s, None)
+        if why is None:
+            return
+        from sqldom.executors.python import run_parse
+
+        d, cur, batch = self.desired[s], self.cur, self.batch
+        assert d.parser is not None
+        t = time.perf_counter()
+        o = self.outcome(s)
+        o.reason, o.detail = why
+        traces = [] if self.opts.full else self.store.traces_of([s], PARSE).get(s, [])
+        trace = self.matching_trace(traces, cur.reader(s, PARSE))
+        if trace is not None:
+            facts = trace.results["facts"]
+            problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
+            reads = trace.reads
+            o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+        else:
+            res = run_parse(s, d.parser, cur, self.user_file)
+            facts, problems, reads = res.facts or {}, res.problems, res.reads
+            o.statuses.append(FAILED if res.failed else BUILT)
+            batch.traces.append(self.trace_row(s, PARSE, reads, {
+                "facts": facts, "problems": [p.as_dict() for p in problems], "failed": res.failed},
+                [], batch.run))
+        o.ms += (time.perf_counter() - t) * 1000
+        cur.new_facts[s] = facts
+        batch.deps[(s, PARSE)] = reads
+        batch.facts[s] = facts
+        batch.problems[(s, PARSE)] = problems
 
     @staticmethod
     def matching_trace(traces: list[Any], current: Callable[[Read], str]) -> Any:
@@ -505,13 +505,13 @@ class Build:
     def write_phase(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
                     cur: Current, batch: Batch, user_file: str | None, losers: dict[str, str],
                     outputs_before: dict[str, Any], prev: dict[str, StepRow]) -> None:
-        from sqldom.executors.python import run_write
-
         # facts that candidates read, loaded in one query
         fact_targets = {r.target for s in cand for r in deps.get((s, WRITE), []) if r.kind == "fact"}
         cur.preload_facts(sorted(fact_targets))
-        todo = []
-        for s in sorted(cand):
+        order = sorted(cand)
+        for i, s in enumerate(order):
+            self.sink.progress(i, len(order), "building")
+            self.ensure_parsed(s)
             d = desired[s]
             o = self.outcomes.get(s)
             if s in losers or d.output is None:
@@ -533,6 +533,7 @@ class Build:
                 batch.problems[(s, WRITE)] = []
                 continue
             reads = deps.get((s, WRITE))
+            why: tuple[str, str] | None
             if reads and not self.opts.full:
                 why = verify(reads, cur.reader(s, WRITE))
                 if why is None:
@@ -544,42 +545,43 @@ class Build:
                 why = ("--full", "--full")
             else:
                 why = ("new step", "new step") if s not in prev else ("not built yet", "not built yet")
-            todo.append((s, why))
-        traces = self.store.traces_of([s for s, _ in todo], WRITE) if todo and not self.opts.full else {}
-        for i, (s, (reason, detail)) in enumerate(todo):
-            self.sink.progress(i, len(todo), "writing")
-            d = desired[s]
-            assert d.output is not None
-            t = time.perf_counter()
-            o = self.outcome(s)
-            if not o.reason:
-                o.reason, o.detail = reason, detail
-            trace = self.matching_trace(traces.get(s, []), cur.reader(s, WRITE))
-            if trace is not None and (trace.results.get("output") is None
-                                      or trace.results["output"] in self.restorable(trace.results["output"])):
-                out_hash = trace.results.get("output")
-                problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
-                reads = trace.reads
-                size = trace.results.get("size", 0)
-                o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
-            else:
-                res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
-                out_hash, problems, reads = res.output_hash, res.problems, res.reads
-                size = len(res.output) if res.output is not None else 0
-                if res.output is not None and out_hash is not None:
-                    self.add_blob(out_hash, res.output)
-                o.statuses.append(FAILED if res.failed else BUILT)
-                batch.traces.append(self.trace_row(s, WRITE, reads, {
-                    "output": out_hash, "size": size, "problems": [p.as_dict() for p in problems],
-                    "failed": res.failed}, [out_hash] if out_hash else [], batch.run))
-            o.ms += (time.perf_counter() - t) * 1000
-            self.through_write.add(s)
-            batch.deps[(s, WRITE)] = reads
-            batch.problems[(s, WRITE)] = problems
-            if out_hash is not None:
-                batch.build_upsert.append({"path": d.output, "hash": out_hash, "step": s, "size": size,
-                                           "mtime_ns": None, "ctime_ns": None, "inode": None,
-                                           "mirrored_ns": None})
+            self.write_one(s, d, why, cur, batch, user_file)
+
+    def write_one(self, s: str, d: Desired, why: tuple[str, str], cur: Current, batch: Batch,
+                  user_file: str | None) -> None:
+        from sqldom.executors.python import run_write
+
+        assert d.output is not None
+        t = time.perf_counter()
+        o = self.outcome(s)
+        if not o.reason:
+            o.reason, o.detail = why
+        traces = [] if self.opts.full else self.store.traces_of([s], WRITE).get(s, [])
+        trace = self.matching_trace(traces, cur.reader(s, WRITE))
+        if trace is not None and (trace.results.get("output") is None
+                                  or trace.results["output"] in self.restorable(trace.results["output"])):
+            out_hash = trace.results.get("output")
+            problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
+            reads = trace.reads
+            size = trace.results.get("size", 0)
+            o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+        else:
+            res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
+            out_hash, problems, reads = res.output_hash, res.problems, res.reads
+            size = len(res.output) if res.output is not None else 0
+            if res.output is not None and out_hash is not None:
+                self.add_blob(out_hash, res.output)
+            o.statuses.append(FAILED if res.failed else BUILT)
+            batch.traces.append(self.trace_row(s, WRITE, reads, {
+                "output": out_hash, "size": size, "problems": [p.as_dict() for p in problems],
+                "failed": res.failed}, [out_hash] if out_hash else [], batch.run))
+        o.ms += (time.perf_counter() - t) * 1000
+        self.through_write.add(s)
+        batch.deps[(s, WRITE)] = reads
+        batch.problems[(s, WRITE)] = problems
+        if out_hash is not None:
+            batch.build_upsert.append({"path": d.output, "hash": out_hash, "step": s, "size": size,
+                                       "mtime_ns": None, "ctime_ns": None, "inode": None, "mirrored_ns": None})
 
     def restorable(self, h: str) -> set[str]:
         if h in self.pending_blobs:

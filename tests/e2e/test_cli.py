@@ -27,9 +27,11 @@ def json_lines(stdout: str) -> list[dict[str, object]]:
 
 def test_exit_0_on_success(project: Project) -> None:
     project.write("a.txt", "A\n")
-    proc = project.cli("build", "-C", str(project.root))
+    project.write("b.txt", "B\n")
+    proc = project.cli("build", "-j", "2", "-C", str(project.root))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+    assert project.outputs() == {"a.txt": b"A\n", "b.txt": b"B\n"}
 
 
 def test_exit_1_when_an_error_problem_is_outstanding_and_the_problem_is_printed(project: Project) -> None:
@@ -109,14 +111,28 @@ def test_unknown_key_in_sqldom_yaml_gets_a_suggestion(project: Project) -> None:
     assert "did you mean" in proc.stderr and "executor" in proc.stderr
 
 
-def test_a_fixed_configuration_builds_again(project: Project) -> None:
+def test_a_configuration_error_leaves_the_last_build_alone_and_fixing_it_builds_again(project: Project) -> None:
     project.write("a.txt", "A\n")
-    write_build_py(project, "import sqldom\n\ndef broken(:\n")
-    assert project.build().code == 2
-    write_build_py(project, "import sqldom\n")
+    good = "import sqldom\n\n\n@sqldom.writer('**/*.txt')\ndef shout(doc, site):\n    return doc.text.upper()\n"
+    write_build_py(project, good)
+    assert project.build().steps == {"a.txt": "built"}
+    before = project.outputs()
+    runs = project.query("select count(*) from runs")
+
+    write_build_py(project, good + "\ndef broken(:\n")
+    project.write("a.txt", "changed while broken\n")
+    res = project.build()
+    assert res.code == 2
+    assert "build.py:8" in res.stderr
+    assert res.steps == {}
+    assert project.outputs() == before, "nothing is built"
+    assert project.query("select count(*) from runs") == runs
+
+    write_build_py(project, good)
     res = project.build()
     assert res.code == 0
     assert res.steps == {"a.txt": "built"}
+    assert project.outputs() == {"a.txt": b"CHANGED WHILE BROKEN\n"}
 
 
 # ---- init, clean, version --------------------------------------------------------------------------------

@@ -15,8 +15,12 @@ import sqldom
 PREFIX = "<!-- v1 -->"
 
 
+def esc(text):
+    return text.replace("&", "&amp;")
+
+
 def heading(title):
-    return f"<h1>{title}</h1>"
+    return f"<h1>{esc(title)}</h1>"
 
 
 def unused(x):
@@ -105,7 +109,7 @@ def test_editing_an_unused_function_rebuilds_nothing(proj: Project) -> None:
 
 
 def test_editing_a_helper_rebuilds_the_outputs_of_the_writers_using_it(proj: Project) -> None:
-    edit_build_py(proj, 'return f"<h1>{title}</h1>"', 'return f"<h1 class=\\"t\\">{title}</h1>"')
+    edit_build_py(proj, 'return f"<h1>{esc(title)}</h1>"', 'return f"<h1 class=\\"t\\">{esc(title)}</h1>"')
     res = proj.build()
     assert res.code == 0
     assert res.steps == {"a.md": "built", "docs/b.md": "built"}
@@ -144,3 +148,24 @@ def test_adding_a_rule_for_other_files_leaves_existing_outputs_alone(proj: Proje
     assert res.code == 0
     assert res.steps == {"s.css": "built"}
     assert proj.text("s.css") == "/* min */body { color: red }\n"
+
+
+def test_editing_a_helper_of_a_helper_rebuilds_the_outputs_of_the_writers_using_it(proj: Project) -> None:
+    proj.write("amp.md", "# Tom & Jerry\n")
+    assert proj.build().steps == {"amp.md": "built"}
+    assert proj.text("amp.html") == "<!-- v1 --><h1>Tom &amp; Jerry</h1>"
+    edit_build_py(proj, 'return text.replace("&", "&amp;")', 'return text.replace("&", "and")')
+    res = proj.build()
+    assert res.code == 0
+    assert res.steps == {"a.md": "built", "docs/b.md": "built", "amp.md": "built"}
+    assert proj.text("amp.html") == "<!-- v1 --><h1>Tom and Jerry</h1>"
+
+
+def test_changing_a_writers_output_template_moves_only_its_outputs(proj: Project) -> None:
+    edit_build_py(proj, 'output="{dir}{stem}.html"', 'output="{dir}{stem}.htm"')
+    res = proj.build()
+    assert res.code == 0
+    assert res.steps == {"a.md": "built", "docs/b.md": "built"}
+    assert res.deleted == {"a.html", "docs/b.html"}
+    assert set(proj.outputs()) == {"a.htm", "docs/b.htm", "n.txt", "s.css"}
+    assert proj.text("a.htm") == "<!-- v1 --><h1>Alpha</h1>"

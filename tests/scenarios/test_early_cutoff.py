@@ -18,6 +18,11 @@ import sqldom
 def index(site):
     items = [f"<li>{p}: {site.fact(p, 'title')}</li>" for p in site.glob("posts/*.md")]
     return "<ul>" + "".join(items) + "</ul>\\n"
+
+
+@sqldom.page("about.html")
+def about(site):
+    return "About: " + site.fact("team.txt", "title", "(no about page yet)")
 '''
 
 B_HTML = '<html><head><title>B</title></head><body>\n<p>See <a href="a.txt"></a>.</p>\n</body></html>\n'
@@ -30,7 +35,7 @@ FILES = {
     "posts/two.md": "# Two\n\nsecond post\n",
     "other.md": "# Other\n\nnot a post\n",
 }
-ALL_STEPS = {"a.txt", "b.html", "c.md", "posts/one.md", "posts/two.md", "other.md", "index.html"}
+ALL_STEPS = {"a.txt", "b.html", "c.md", "posts/one.md", "posts/two.md", "other.md", "index.html", "about.html"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +50,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Project:
     assert p.text("index.html") == "<ul><li>posts/one.md: One</li><li>posts/two.md: Two</li></ul>\n"
     assert '<a href="a.txt">Alpha</a>' in (p.text("b.html") or "")
     assert '<a href="a.txt">Alpha</a>' in (p.text("c.html") or "")
+    assert p.text("about.html") == "About: (no about page yet)"
     return p
 
 
@@ -131,3 +137,19 @@ def test_the_index_depends_on_the_titles_it_read_not_on_whole_documents(proj: Pr
     deps = tables(proj).deps("index.html")
     assert {(t, k) for kind, t, k in deps if kind == "fact"} == {("posts/one.md", "title"), ("posts/two.md", "title")}
     assert ("glob", "posts/*.md", "") in deps
+
+
+
+def test_reading_a_fact_of_a_missing_document_records_its_absence(proj: Project) -> None:
+    proj.write("team.txt", "The Team\nwho we are\n")
+    res = proj.build()
+    assert res.code == 0
+    assert res.steps == {"team.txt": "built", "about.html": "built"}
+    assert proj.text("about.html") == "About: The Team"
+
+    proj.delete("team.txt")
+    res = proj.build()
+    assert res.code == 0
+    assert res.steps == {"about.html": "restored"}        # the same reads as in the baseline: reused
+    assert res.deleted == {"team.txt"}
+    assert proj.text("about.html") == "About: (no about page yet)"

@@ -35,6 +35,13 @@ def test_broken_link_is_an_error_reported_until_its_target_exists(project: Proje
     assert again.steps == {}
     assert again.problems == res.problems
 
+    # a build that runs something else still reports it
+    project.write("ok.txt", "fine, edited\n")
+    other = project.build()
+    assert other.code == 1
+    assert other.steps == {"ok.txt": "built"}
+    assert other.problems == res.problems
+
     # the target appears: the problem is gone
     project.write("missing.txt", "Missing no more\n")
     fixed = project.build()
@@ -47,12 +54,15 @@ def test_broken_link_is_an_error_reported_until_its_target_exists(project: Proje
 
 def test_broken_link_in_markdown_names_its_line(project: Project) -> None:
     project.write("doc.md", "# Doc\n\nIntro.\n\nSee [the guide](guide.md) for more.\n")
+    project.write("fm.md", "---\ntitle: With front matter\n---\n\nText.\n\nA [broken](nope.txt) link.\n")
     res = project.build()
     assert res.code == 1
-    assert res.steps == {"doc.md": "built"}
-    assert [where(p) for p in res.problems] == [{"severity": "error", "step": "doc.md", "path": "doc.md", "line": 5}]
-    assert "guide.md" in res.problems[0]["message"]
-    assert project.output("doc.html") is not None
+    assert res.steps == {"doc.md": "built", "fm.md": "built"}
+    assert sorted((p["step"], p["path"], p["line"], p["severity"]) for p in res.problems) == [
+        ("doc.md", "doc.md", 5, "error"), ("fm.md", "fm.md", 7, "error")]
+    messages = {p["step"]: p["message"] for p in res.problems}
+    assert "guide.md" in messages["doc.md"] and "nope.txt" in messages["fm.md"]
+    assert project.output("doc.html") is not None and project.output("fm.html") is not None
 
 
 BUILD_PY_RAISES = '''\
@@ -171,3 +181,24 @@ def test_two_steps_producing_one_output_is_an_error_naming_both(project: Project
     assert fixed.problems == []
     assert project.text("a.html") == "<html><head><title>From HTML</title></head><body>html</body></html>\n"
     assert tables(project).build()["a.html"][1] == "a.html"
+
+
+def test_a_page_and_a_document_producing_one_output_is_an_error_naming_both(project: Project) -> None:
+    write_build_py(project, '''\
+import sqldom
+
+
+@sqldom.page("index.html")
+def index(site):
+    return "generated index"
+''')
+    project.write("index.html", "<p>hand-written index</p>\n")
+    project.write("other.txt", "other\n")
+    res = project.build()
+    assert res.code == 1
+    errors = [p for p in res.problems if p["severity"] == "error"]
+    assert errors, res.events
+    shown = " | ".join("{}: {}".format(p["path"] or p["step"], p["message"]) for p in errors)
+    assert "index.html" in shown and "page" in shown, shown      # the source index.html and the page index()
+    assert project.output("index.html") in (b"generated index", b"<p>hand-written index</p>\n")
+    assert project.text("other.txt") == "other\n"

@@ -39,8 +39,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def split_front_matter(text: str, path: str, problems: list[Problem]) -> tuple[dict[str, Any], str, int]:
-    """(front matter, body, number of lines before the body)."""
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def split_front_matter(text: str, path: str, problems: list[Problem],
+                       load: bool = True) -> tuple[dict[str, Any], str, int]:
+    """(front matter, body, number of lines before the body); ``load=False`` only splits."""
     if not (text.startswith("---\n") or text.startswith("---\r\n")):
         return {}, text, 0
     lines = text.splitlines(keepends=True)
@@ -48,8 +52,10 @@ def split_front_matter(text: str, path: str, problems: list[Problem]) -> tuple[d
         if lines[i].rstrip("\r\n") in ("---", "..."):
             raw = "".join(lines[1:i])
             body = "".join(lines[i + 1:])
+            if not load:
+                return {}, body, i + 1
             try:
-                meta = yaml.safe_load(raw) if raw.strip() else {}
+                meta = yaml.load(raw, Loader=_Loader) if raw.strip() else {}
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 line = mark.line + 2 if mark is not None else 1
@@ -65,13 +71,20 @@ def split_front_matter(text: str, path: str, problems: list[Problem]) -> tuple[d
     return {}, text, 0   # no closing fence: not front matter
 
 
-def tokens(body: str) -> list[Token]:
-    """Parse once per distinct body; parse and write of one build share the result."""
+def tokens(body: str, take: bool = False) -> list[Token]:
+    """Parse once per distinct body: the parse phase leaves its tokens here for the write phase.
+
+    ``take=True`` (the writer) removes them from the cache, so the writer may
+    change them in place without copying.
+    """
+    if take:
+        toks = _token_cache.pop(body, None)
+        return toks if toks is not None else md().parse(body)
     toks = _token_cache.get(body)
     if toks is None:
         toks = md().parse(body)
         _token_cache[body] = toks
-        if len(_token_cache) > 64:
+        if len(_token_cache) > 256:
             _token_cache.popitem(last=False)
     else:
         _token_cache.move_to_end(body)
@@ -136,17 +149,6 @@ def _find(raw: str, target: str, cursor: int) -> int:
     return -1
 
 
-def _private_copy(toks: list[Token]) -> list[Token]:
-    """Tokens the writer may change without touching the shared cache (attrs dicts included)."""
-    out = []
-    for t in toks:
-        t = t.copy(attrs=dict(t.attrs))
-        if t.children:
-            t.children = [c.copy(attrs=dict(c.attrs)) for c in t.children]
-        out.append(t)
-    return out
-
-
 def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
     text = decoded_text(source, problems)
     meta, body, offset = split_front_matter(text, source.path, problems)
@@ -176,9 +178,9 @@ def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
 
 def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     text = doc.text          # decoding problems were reported by parse
-    meta, body, offset = split_front_matter(text, doc.path, [])
-    toks = _private_copy(tokens(body))
-    for tok, children, i, line in _walk_links(toks, offset, body):
+    _, body, offset = split_front_matter(text, doc.path, [], load=False)
+    toks = tokens(body, take=True)
+    for _tok, children, i, line in _walk_links(toks, offset, body):
         child = children[i]
         if child.type == "image":
             links.check(site, str(child.attrGet("src") or ""), doc.path, line, problems)
