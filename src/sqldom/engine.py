@@ -353,13 +353,13 @@ class Build:
         if plan.full_verify:
             # keep planned outputs and rule names current for steps that stayed clean
             for s, d in desired.items():
-                row = prev.get(s)
-                if s not in self.outcomes and row is not None and (
-                        row.parser != (d.parser.name if d.parser else None) or row.writer != d.writer.name
-                        or row.output != d.output):
+                was = prev.get(s)
+                if s not in self.outcomes and was is not None and (
+                        was.parser != (d.parser.name if d.parser else None) or was.writer != d.writer.name
+                        or was.output != d.output):
                     batch.steps_upsert.append({
-                        "id": s, "kind": d.kind, "status": row.status, "last_run": row.last_run,
-                        "reason": row.reason, "parser": d.parser.name if d.parser else None,
+                        "id": s, "kind": d.kind, "status": was.status, "last_run": was.last_run,
+                        "reason": was.reason, "parser": d.parser.name if d.parser else None,
                         "writer": d.writer.name, "output": d.output, "image_tag": None, "image_digest": None})
 
         # record
@@ -398,10 +398,12 @@ class Build:
         failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
         failed_total = sum(1 for s, row in prev.items() if row.status == FAILED and s in desired
                            and s not in self.outcomes) + failed
-        counts = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
+        counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
                   "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
         self.store.finish_run(run_id, counts)
-        self.sink.emit(SummaryEvent(**counts, seconds=round(time.monotonic() - t0, 3), repaired=repaired))
+        self.sink.emit(SummaryEvent(built=built, restored=restored, unchanged=counts["unchanged"],
+                                    deleted=counts["deleted"], failed=failed, errors=errors,
+                                    seconds=round(time.monotonic() - t0, 3), repaired=repaired))
         return 1 if (failed_total or errors) else 0
 
     def candidates(self, sc: ScanResult, cur: Current, desired: dict[str, Desired],

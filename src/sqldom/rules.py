@@ -115,7 +115,7 @@ class RuleSet:
             return Assignment(parser, writer, None, str(e))
 
     def page_outputs(self) -> list[tuple[Rule, str | None, str | None]]:
-        out = []
+        out: list[tuple[Rule, str | None, str | None]] = []
         for rule in self.pages:
             try:
                 out.append((rule, check_output_path(rule.pattern, rule.pattern), None))

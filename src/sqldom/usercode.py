@@ -101,8 +101,8 @@ def load(path: Path, shown: str) -> UserCode:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ConfigError("not valid UTF-8", path=shown, line=line) from e
+        bad_line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError("not valid UTF-8", path=shown, line=bad_line) from e
     try:
         tree = ast.parse(text, filename=shown)
         code = compile(tree, str(path), "exec")
@@ -132,7 +132,7 @@ def load(path: Path, shown: str) -> UserCode:
 
 
 def _user_line(exc: BaseException, filename: str) -> int | None:
-    line = None
+    line: int | None = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == filename:
             line = frame.lineno

@@ -18,7 +18,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from sqldom.hashing import ABSENT, hash_bytes, hash_json
 from sqldom.patterns import glob_filter

@@ -338,9 +338,9 @@ class Store:
                 conn.execute(delete(t.problems).where(t.problems.c.step == _bp("step"),
                                                       t.problems.c.phase == _bp("phase")),
                              [{"b_step": s, "b_phase": p} for s, p in b.problems])
-                rows = [{"run": b.run, **p.as_dict()} for plist in b.problems.values() for p in plist]
-                if rows:
-                    conn.execute(insert(t.problems), rows)
+                found = [{"run": b.run, **p.as_dict()} for plist in b.problems.values() for p in plist]
+                if found:
+                    conn.execute(insert(t.problems), found)
             if b.traces:
                 conn.execute(insert(t.traces), b.traces)
                 for part in chunks(sorted({tr["step"] for tr in b.traces})):
