@@ -109,6 +109,33 @@ def build(ctx: click.Context, root: Path | None, full: bool, as_json: bool, verb
 
 @cli.command()
 @_root_option
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@click.option("-v", "--verbose", is_flag=True, help="One line per executed step.")
+@click.pass_context
+def watch(ctx: click.Context, root: Path | None, as_json: bool, verbose: bool) -> None:
+    """Build, then rebuild on every change to content/, sqldom.yaml or build.py, until Ctrl-C."""
+    from sqldom.engine import BuildOptions
+    from sqldom.events import HumanSink, JsonSink
+    from sqldom.watch import watch as run_watch
+
+    def report(err: BaseException, tb: str | None = None, var: Path | None = None) -> None:
+        if isinstance(err, SqldomError):
+            _report(err)
+        else:
+            _bug(err, var.parent if var else None)
+        click.echo("sqldom: still watching; fix the cause and save again", err=True)
+
+    def go(r: Path) -> int:
+        sink = JsonSink() if as_json else HumanSink(verbose=verbose)
+        try:
+            return run_watch(BuildOptions(root=r, verbose=verbose, command="watch"), sink, report)
+        finally:
+            sink.close()
+    _run(ctx, root, go)
+
+
+@cli.command()
+@_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON lines.")
 @click.pass_context
 def status(ctx: click.Context, root: Path | None, as_json: bool) -> None:

@@ -596,12 +596,21 @@ def build(options: BuildOptions, sink: Sink) -> int:
     from sqldom.fs import ProjectLock
 
     project = Project.at(options.root)
+    for folder in (project.content, project.build, project.var):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder.name} is a file, not a folder", path=folder.name,
+                             hint=f"move it away; sqldom needs {folder.name}/ to be a folder")
     if not project.content.is_dir():
         project.content.mkdir(parents=True, exist_ok=True)
     with ProjectLock(project.var, options.lock_wait):
-        store = Store(project.db)
-        try:
-            return Build(project, store, options, sink).run()
-        finally:
-            store.close()
+        return build_locked(project, options, sink)
+
+
+def build_locked(project: Project, options: BuildOptions, sink: Sink) -> int:
+    """One build by a caller that already holds the project lock (``watch``)."""
+    store = Store(project.db)
+    try:
+        return Build(project, store, options, sink).run()
+    finally:
+        store.close()
 

@@ -105,7 +105,7 @@ class ProjectLock:
                     holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
                     os.close(fd)
                     raise LockError(f"the project is locked by {holder}", path="var/lock",
-                                    hint="wait for that build or watch to finish, or stop it") from None
+                                    hint="wait for that sqldom process to finish, or stop it") from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"sqldom pid {os.getpid()}\n".encode(), 0)

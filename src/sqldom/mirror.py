@@ -38,7 +38,8 @@ def _trusted(row: OutputRow, st: os.stat_result) -> bool:
 def mirror(build_dir: Path, store: Store, written: set[str], deleted: set[str], sink: Sink) -> int:
     """Sync build/ with the table; returns how many files were repaired (not counting this build's writes)."""
     rows = store.outputs()
-    on_disk = dict(walk_files(build_dir, skip_ignored=False)) if build_dir.is_dir() else {}
+    build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
+    on_disk = dict(walk_files(build_dir, skip_ignored=False))
     now = time.time_ns()
     stats: list[dict[str, Any]] = []
     repaired = 0
