@@ -517,8 +517,8 @@ class Build:
             d = desired[s]
             o = self.outcomes.get(s)
             if s in losers or d.output is None:
-                msg = (f"output {d.output} is also produced by step {losers[s]}; this step's output is not "
-                       "written" if s in losers else d.output_error or "no output")
+                msg = (f"output {d.output} is produced by two steps, {losers[s]} and {self.step_label(s, d)}; "
+                       f"only {losers[s]} writes it" if s in losers else d.output_error or "no output")
                 prob = Problem(step=s, phase=WRITE, path=s if d.kind == "document" else None, message=msg)
                 o = self.outcome(s)
                 if not o.reason:
@@ -548,6 +548,10 @@ class Build:
             else:
                 why = ("new step", "new step") if s not in prev else ("not built yet", "not built yet")
             self.write_one(s, d, why, cur, batch, user_file)
+
+    @staticmethod
+    def step_label(s: str, d: Desired) -> str:
+        return f"page {d.output} ({d.writer.name})" if d.kind == "page" else s
 
     def write_one(self, s: str, d: Desired, why: tuple[str, str], cur: Current, batch: Batch,
                   user_file: str | None) -> None:
