@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqldom.config import CONFIG_FILE, Config, load_config
-from sqldom.db.store import Batch, StepRow, Store
+from sqldom.db.store import Batch, OutputRow, StepRow, Store
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
 from sqldom.hashing import ABSENT, canonical_json, hash_json
@@ -140,7 +140,7 @@ class Current:
             return data
         big = self.scan.big.get(path)
         if big is not None:
-            return big.read_bytes()
+            return Path(big).read_bytes()
         return self.store.blob(self.scan.hashes[path])
 
     def facts(self, path: str) -> dict[str, Any] | None:
@@ -256,11 +256,11 @@ class Build:
         """Scan and find the candidate steps; reads the database, writes nothing."""
         config = load_config(self.p.root)
         recorded = self.store.sources()
-        files: dict[str, tuple[Path, Stat | None]] = content_files(self.p.content)
+        files: dict[str, tuple[str, Stat | None]] = content_files(self.p.content)
         for name in (CONFIG_FILE, config.build_py):
             f = self.p.root / name
             if f.is_file():
-                files[f"../{name}"] = (f, None)
+                files[f"../{name}"] = (str(f), None)
         sc = scan(files, recorded)
         rules, user_file = self.load_rules(config, sc)
         prev = self.store.steps()
@@ -294,7 +294,7 @@ class Build:
             if True:
                 data = sc.data.get(path)
                 if data is None and path in sc.big:
-                    data = sc.big[path].read_bytes()
+                    data = Path(sc.big[path]).read_bytes()
                 if data is not None:
                     self.add_blob(sc.hashes[path], data)
         batch.sources_delete = list(sc.deleted)
@@ -384,7 +384,12 @@ class Build:
 
         # mirror
         from sqldom.mirror import mirror
-        repaired = mirror(self.p.build, self.store, {r["path"] for r in batch.build_upsert},
+        after = dict(outputs_before)
+        for path in batch.build_delete:
+            after.pop(path, None)
+        for r in batch.build_upsert:
+            after[r["path"]] = OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
+        repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
                           set(batch.build_delete), self.sink)
 
         # problems and summary
@@ -418,7 +423,8 @@ class Build:
             moved = [pat for pat, h in self.store.glob_patterns() if cur.glob(pat) != h]
             if moved:
                 cand |= self.store.steps_with_glob(moved)
-        changed_code = [name for name, h in self.store.code_reads() if cur.code.get(name, ABSENT) != h]
+        # build.py edits force a full verification (plan); here only the built-ins can have changed
+        changed_code = self.store.code_changed({n: h for n, h in cur.code.items() if n.startswith("builtin:")})
         if changed_code:
             cand |= self.store.steps_with_code(changed_code)
         return cand

@@ -35,9 +35,12 @@ def _trusted(row: OutputRow, st: os.stat_result) -> bool:
     return row.mtime_ns < row.mirrored_ns - racy_margin_ns(row.mtime_ns)
 
 
-def mirror(build_dir: Path, store: Store, written: set[str], deleted: set[str], sink: Sink) -> int:
-    """Sync build/ with the table; returns how many files were repaired (not counting this build's writes)."""
-    rows = store.outputs()
+def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: set[str], deleted: set[str],
+           sink: Sink) -> int:
+    """Sync build/ with ``rows`` (the ``build`` table as just recorded).
+
+    Returns how many files were repaired (not counting this build's own writes).
+    """
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
     on_disk = dict(walk_files(build_dir, skip_ignored=False))
     now = time.time_ns()

@@ -49,6 +49,8 @@ def duplicate_outputs(claims: dict[str, str]) -> dict[str, str]:
     The winner is the step whose id sorts first, so the answer does not depend on
     what happened to run in this build.
     """
+    if len(set(claims.values())) == len(claims):
+        return {}
     by_output: dict[str, list[str]] = {}
     for step, out in claims.items():
         by_output.setdefault(out, []).append(step)

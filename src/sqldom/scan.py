@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from sqldom.fs import walk_files
 from sqldom.hashing import hash_bytes, hash_file
@@ -20,9 +21,8 @@ from sqldom.hashing import hash_bytes, hash_file
 KEEP_BYTES_LIMIT = 8 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """A ``sources`` row."""
+class Recorded(NamedTuple):
+    """A ``sources`` row (a tuple: tens of thousands are made per scan)."""
 
     hash: str
     size: int
@@ -32,8 +32,7 @@ class Recorded:
     scanned_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
+class Stat(NamedTuple):
     size: int
     mtime_ns: int
     ctime_ns: int
@@ -51,7 +50,7 @@ def racy_margin_ns(mtime_ns: int) -> int:
 
 def trusted(rec: Recorded, st: Stat) -> bool:
     """True when the recorded hash can be reused without reading the file."""
-    if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != (st.size, st.mtime_ns, st.ctime_ns, st.inode):
+    if rec[1:5] != st:
         return False
     margin = racy_margin_ns(rec.mtime_ns)
     return rec.mtime_ns < rec.scanned_ns - margin and rec.ctime_ns < rec.scanned_ns - margin
@@ -67,14 +66,14 @@ class ScanResult:
     deleted: list[str] = field(default_factory=list)
     rehashed: list[str] = field(default_factory=list)          # rows to rewrite in `sources`
     data: dict[str, bytes] = field(default_factory=dict)       # bytes read by this scan
-    big: dict[str, Path] = field(default_factory=dict)         # hashed but too large to keep
+    big: dict[str, str] = field(default_factory=dict)          # hashed but too large to keep
 
     @property
     def touched(self) -> set[str]:
         return set(self.added) | set(self.changed) | set(self.deleted)
 
 
-def scan(files: dict[str, tuple[Path, Stat | None]], recorded: dict[str, Recorded]) -> ScanResult:
+def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded]) -> ScanResult:
     """Compare the files on disk (path -> (absolute path, stat if known)) with the recorded rows."""
     result = ScanResult(started_ns=time.time_ns())
     for rel, (abspath, known) in files.items():
@@ -104,15 +103,18 @@ def scan(files: dict[str, tuple[Path, Stat | None]], recorded: dict[str, Recorde
     return result
 
 
-def _hash(rel: str, abspath: Path, st: Stat, result: ScanResult) -> str:
+def _hash(rel: str, abspath: str, st: Stat, result: ScanResult) -> str:
     if st.size > KEEP_BYTES_LIMIT:
-        h, _ = hash_file(str(abspath))
+        h, _ = hash_file(abspath)
         result.big[rel] = abspath
         return h
-    data = abspath.read_bytes()
+    with open(abspath, "rb") as f:
+        data = f.read()
     result.data[rel] = data
     return hash_bytes(data)
 
 
-def content_files(content: Path) -> dict[str, tuple[Path, Stat | None]]:
-    return {rel: (content / rel, Stat.of(st)) for rel, st in walk_files(content)}
+def content_files(content: Path) -> dict[str, tuple[str, Stat | None]]:
+    top = str(content)
+    return {rel: (f"{top}/{rel}", Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+            for rel, st in walk_files(content)}

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqldom.db.migrate import ensure_schema
 from sqldom.errors import DatabaseError
@@ -29,8 +29,7 @@ def chunks(items: list[Any], n: int = CHUNK) -> Iterator[list[Any]]:
         yield items[i: i + n]
 
 
-@dataclass(frozen=True, slots=True)
-class StepRow:
+class StepRow(NamedTuple):
     id: str
     kind: str
     status: str
@@ -43,8 +42,7 @@ class StepRow:
     image_digest: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutputRow:
+class OutputRow(NamedTuple):
     path: str
     hash: str
     step: str
@@ -123,16 +121,16 @@ class Store:
 
     def sources(self) -> dict[str, Recorded]:
         rows = self._q("select path, hash, size, mtime_ns, ctime_ns, inode, scanned_ns from sources")
-        return {r[0]: Recorded(*r[1:]) for r in rows}
+        return {r[0]: Recorded._make(r[1:]) for r in rows}
 
     def steps(self) -> dict[str, StepRow]:
         rows = self._q("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
                        "image_digest from steps")
-        return {r[0]: StepRow(*r) for r in rows}
+        return {r[0]: StepRow._make(r) for r in rows}
 
     def outputs(self) -> dict[str, OutputRow]:
         rows = self._q("select path, hash, step, size, mtime_ns, ctime_ns, inode, mirrored_ns from build")
-        return {r[0]: OutputRow(*r) for r in rows}
+        return {r[0]: OutputRow._make(r) for r in rows}
 
     def deps_of(self, steps: Iterable[str]) -> dict[tuple[str, str], list[Read]]:
         out: dict[tuple[str, str], list[Read]] = {}
@@ -169,6 +167,16 @@ class Store:
 
     def code_reads(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._q("select distinct target, hash from deps where kind = 'code'")]
+
+    def code_changed(self, current: dict[str, str]) -> list[str]:
+        """Names among ``current`` that some step read with another hash (index lookups, no scan)."""
+        changed = []
+        for name, h in current.items():
+            row = self.raw.execute("select 1 from deps where target = ? and kind = 'code' and hash <> ? limit 1",
+                                   (name, h)).fetchone()
+            if row is not None:
+                changed.append(name)
+        return changed
 
     def steps_with_code(self, names: Iterable[str]) -> set[str]:
         return {r[0] for r in self._q_in("select distinct step from deps where kind = 'code' and target in ({in})",
