@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqldom.hashing import ABSENT, canonical_json, hash_json
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
 from sqldom.plan import duplicate_outputs, verify
 from sqldom.rules import BUILTIN_REVISION, Rule, RuleSet
-from sqldom.scan import ScanResult, Stat, content_files, scan
+from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_paths
 from sqldom.site import PRESENT, fact_hash, glob_hash
 
 BLOB_FLUSH_BYTES = 16 << 20
@@ -193,6 +193,68 @@ class Current:
         return current
 
 
+class Session:
+    """What stays warm between the builds of one process (``watch``).
+
+    The open database, the loaded rules, and the snapshot of ``sources``,
+    ``steps`` and ``build`` as last recorded, so a batch of changes costs work
+    in proportion to the batch, not to the project. Any failure drops the
+    snapshot (``forget``); the next build reads the database again.
+    """
+
+    def __init__(self, project: Project, options: BuildOptions, store: Store | None = None) -> None:
+        self.project = project
+        self.options = options
+        self.store = store or Store(project.db)
+        self.rules: tuple[Any, RuleSet, str | None] | None = None
+        self.recorded: dict[str, Recorded] | None = None
+        self.steps: dict[str, StepRow] | None = None
+        self.outputs: dict[str, OutputRow] | None = None
+
+    def build(self, sink: Sink, changed: set[str] | None = None, full: bool = False) -> int:
+        """One build; ``changed`` (content-relative paths) limits the scan to what a watcher reported."""
+        options = self.options if not full else replace(self.options, full=True)
+        try:
+            return Build(self.project, self.store, options, sink, session=self, hint=changed).run()
+        except BaseException:
+            self.forget()
+            raise
+
+    def forget(self) -> None:
+        self.rules = None
+        self.recorded = self.steps = self.outputs = None
+
+    def remember(self, batch: Batch, outputs: dict[str, OutputRow], sc: ScanResult) -> None:
+        """Apply what was just recorded to the snapshot instead of reading it back."""
+        recorded = self.recorded if self.recorded is not None else {}
+        for path in batch.sources_delete:
+            recorded.pop(path, None)
+        for r in batch.sources_upsert:
+            recorded[r["path"]] = Recorded(r["hash"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"],
+                                           r["scanned_ns"])
+        steps = self.steps if self.steps is not None else {}
+        for sid in batch.steps_delete:
+            steps.pop(sid, None)
+        for r in batch.steps_upsert:
+            steps[r["id"]] = StepRow(r["id"], r["kind"], r["status"], r["parser"], r["writer"], r["output"],
+                                     r["last_run"], r["reason"], r["image_tag"], r["image_digest"])
+        self.recorded, self.steps, self.outputs = recorded, steps, outputs
+
+    def changes_on_disk(self) -> set[str]:
+        """A cheap full rescan (walk + stat): the content paths that differ from the snapshot.
+
+        The watch's backstop against events a watcher can miss; it writes nothing.
+        """
+        recorded = self.recorded if self.recorded is not None else self.store.sources()
+        self.recorded = recorded
+        files = content_files(self.project.content)
+        sc = scan(files, {p: r for p, r in recorded.items() if not p.startswith("../")})
+        return sc.touched
+
+    def close(self) -> None:
+        self.store.close()
+
+
 @dataclass
 class Plan:
     scan: ScanResult
@@ -207,11 +269,14 @@ class Plan:
 
 
 class Build:
-    def __init__(self, project: Project, store: Store, options: BuildOptions, sink: Sink) -> None:
+    def __init__(self, project: Project, store: Store, options: BuildOptions, sink: Sink,
+                 session: Session | None = None, hint: set[str] | None = None) -> None:
         self.p = project
         self.store = store
         self.opts = options
         self.sink = sink
+        self.session = session or Session(project, options, store)
+        self.hint = hint
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         self.problems_changed = False
@@ -219,6 +284,16 @@ class Build:
     # ---- plan -----------------------------------------------------------
 
     def load_rules(self, config: Config, scan_result: ScanResult) -> tuple[RuleSet, str | None]:
+        """The rules of build.py as it is now; loaded again only when its bytes changed."""
+        key = (config.build_py, scan_result.hashes.get(f"../{config.build_py}"))
+        cached = self.session.rules
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        rules, user_file = self._load_rules(config)
+        self.session.rules = (key, rules, user_file)
+        return rules, user_file
+
+    def _load_rules(self, config: Config) -> tuple[RuleSet, str | None]:
         build_py = self.p.root / config.build_py
         user_rules: list[Any] = []
         fingerprints: dict[str, str] = {}
@@ -255,15 +330,22 @@ class Build:
     def plan(self) -> Plan:
         """Scan and find the candidate steps; reads the database, writes nothing."""
         config = load_config(self.p.root)
-        recorded = self.store.sources()
-        files: dict[str, tuple[str, Stat | None]] = content_files(self.p.content)
+        session = self.session
+        recorded = session.recorded if session.recorded is not None else self.store.sources()
+        extra: dict[str, tuple[str, Stat | None]] = {}
         for name in (CONFIG_FILE, config.build_py):
             f = self.p.root / name
             if f.is_file():
-                files[f"../{name}"] = (str(f), None)
-        sc = scan(files, recorded)
+                extra[f"../{name}"] = (str(f), None)
+        sc = scan_paths(self.p.content, self.hint, recorded, extra) if self.hint is not None else None
+        if sc is None:
+            self.hint = None   # a full walk
+            files = content_files(self.p.content)
+            files.update(extra)
+            sc = scan(files, recorded)
         rules, user_file = self.load_rules(config, sc)
-        prev = self.store.steps()
+        prev = session.steps if session.steps is not None else self.store.steps()
+        session.recorded, session.steps = recorded, prev
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
         full_verify = self.opts.full or unfinished or config_touched
@@ -319,7 +401,7 @@ class Build:
         extra = [x for x in write_cand if x not in cand]
         if extra:
             deps.update(self.store.deps_of(extra))
-        outputs_before = self.store.outputs()
+        outputs_before = self.session.outputs if self.session.outputs is not None else self.store.outputs()
         self.write_phase(write_cand, desired, deps, cur, batch, user_file, losers, outputs_before, prev)
         for x in sorted(self.parse_due):
             self.ensure_parsed(x)
@@ -390,7 +472,8 @@ class Build:
         for r in batch.build_upsert:
             after[r["path"]] = OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
         repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
-                          set(batch.build_delete), self.sink)
+                          set(batch.build_delete), self.sink, full=self.hint is None)
+        self.session.remember(batch, after, sc)
 
         # problems and summary
         problems = self.store.problems()
@@ -617,10 +700,10 @@ def build(options: BuildOptions, sink: Sink) -> int:
 
 
 def build_locked(project: Project, options: BuildOptions, sink: Sink) -> int:
-    """One build by a caller that already holds the project lock (``watch``)."""
-    store = Store(project.db)
+    """One build by a caller that already holds the project lock."""
+    session = Session(project, options)
     try:
-        return Build(project, store, options, sink).run()
+        return session.build(sink)
     finally:
-        store.close()
+        session.close()
 

@@ -36,13 +36,24 @@ def _trusted(row: OutputRow, st: os.stat_result) -> bool:
 
 
 def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: set[str], deleted: set[str],
-           sink: Sink) -> int:
+           sink: Sink, full: bool = True) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
-    Returns how many files were repaired (not counting this build's own writes).
+    ``full=False`` (a watch batch) touches only this build's writes and deletions
+    instead of checking every file. Returns how many files were repaired (not
+    counting this build's own writes).
     """
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
-    on_disk = dict(walk_files(build_dir, skip_ignored=False))
+    if full:
+        on_disk = dict(walk_files(build_dir, skip_ignored=False))
+    else:
+        on_disk = {}
+        for path in written | deleted:
+            try:
+                on_disk[path] = os.stat(build_dir / path)
+            except OSError:
+                pass
+        rows = {p: rows[p] for p in written if p in rows}
     now = time.time_ns()
     stats: list[dict[str, Any]] = []
     repaired = 0

@@ -9,12 +9,14 @@ the filesystem's timestamp granularity of that scan is never missed.
 from __future__ import annotations
 
 import os
+import stat as stat_mode
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sqldom.fs import walk_files
+from sqldom.fs import ignored, walk_files
 from sqldom.hashing import hash_bytes, hash_file
 
 # Files larger than this are hashed in a stream and not kept in memory.
@@ -118,3 +120,42 @@ def content_files(content: Path) -> dict[str, tuple[str, Stat | None]]:
     top = str(content)
     return {rel: (f"{top}/{rel}", Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
             for rel, st in walk_files(content)}
+
+
+def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded],
+               extra: dict[str, tuple[str, Stat | None]]) -> ScanResult | None:
+    """Scan only ``paths`` (content-relative, as a watcher reported them); take the rest from the record.
+
+    Returns None when a full walk is needed instead: a folder appeared or
+    vanished, or a symlink is involved (the walk knows the confinement rules).
+    """
+    files = dict(extra)
+    gone: list[str] = []
+    for rel in paths:
+        if not rel or any(ignored(part) for part in rel.split("/")):
+            continue
+        abspath = f"{content}/{rel}"
+        try:
+            st = os.lstat(abspath)
+        except FileNotFoundError:
+            if rel in recorded:
+                gone.append(rel)
+            elif any(r.startswith(rel + "/") for r in recorded):
+                return None
+            continue
+        except OSError:
+            return None
+        if not stat_mode.S_ISREG(st.st_mode):
+            if stat_mode.S_ISDIR(st.st_mode) or stat_mode.S_ISLNK(st.st_mode):
+                return None
+            continue
+        files[rel] = (abspath, Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    partial = scan(files, {p: recorded[p] for p in files if p in recorded})
+    config_gone = [p for p in recorded if p.startswith("../") and p not in files]
+    hashes = {p: r.hash for p, r in recorded.items()}
+    for p in gone + config_gone:
+        hashes.pop(p, None)
+    hashes.update(partial.hashes)
+    partial.hashes = hashes
+    partial.deleted = sorted(set(partial.deleted) | set(gone) | set(config_gone))
+    return partial

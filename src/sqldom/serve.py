@@ -111,7 +111,8 @@ def url_segments(target: str) -> list[str] | None:
     if target.startswith(("http://", "https://")):
         target = urlsplit(target).path or "/"
     target = target.split("#", 1)[0].split("?", 1)[0]
-    path = unquote(target, errors="strict") if "%" in target else target
+    # surrogateescape: a %ff names the same file as the OS's own undecodable byte would
+    path = unquote(target, errors="surrogateescape") if "%" in target else target
     if "\x00" in path or "\\" in path:
         return None
     parts = [p for p in path.split("/") if p not in ("", ".")]
@@ -159,8 +160,8 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return                                   # the client went away: nothing to report
+        if isinstance(exc, (ConnectionError, TimeoutError)) or (isinstance(exc, OSError) and self.preview.closing):
+            return                                   # the client went away, or close() cut it off
         if self.preview.log is not None:
             super().handle_error(request, client_address)
         else:
@@ -200,6 +201,7 @@ class PreviewServer:
         """Bind and serve in a daemon thread; a port in use (or not ours to take) is a UsageError."""
         if self._httpd is not None:
             return
+        self.closing = False
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
             self._httpd = _Server((self.host, self.port), family, self)
@@ -303,10 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True          # the client left; so do we, quietly
 
     def _static(self, build_dir: Path, body: bool) -> None:
-        try:
-            parts = url_segments(self.path)
-        except UnicodeDecodeError:
-            parts = None
+        parts = url_segments(self.path)
         root = build_dir.resolve()
         if not root.is_dir():
             return self._not_found(body, built=False)
@@ -374,10 +373,13 @@ class _Handler(BaseHTTPRequestHandler):
             except (OSError, RuntimeError):
                 continue
             name = entry.name + ("/" if entry.is_dir() else "")
-            items.append(f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>')
+            shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            href = quote(name, errors="surrogateescape")
+            items.append(f'<li><a href="{html.escape(href)}">{html.escape(shown)}</a></li>')
         page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
                 f"</head>\n<body><h1>{html.escape(title)}</h1>\n<ul>\n" + "\n".join(items) + "\n</ul>\n</body></html>\n")
-        self._send(HTTPStatus.OK, "text/html; charset=utf-8", inject(page.encode(), self.server.preview.tag()), body)
+        data = page.encode("utf-8", "replace")           # names that are not UTF-8 show as "?"
+        self._send(HTTPStatus.OK, "text/html; charset=utf-8", inject(data, self.server.preview.tag()), body)
 
     def _not_found(self, body: bool, built: bool = True) -> None:
         why = ("Nothing in build/ answers to this address (yet: this page reloads when a build writes it)."

@@ -1,27 +1,35 @@
 """``sqldom watch``: one build, then an incremental build for every batch of changes.
 
-The only importer of watchfiles. The project lock is held for the whole watch,
-so a ``sqldom build`` started meanwhile waits and then names this process. A
-failing build (bad build.py, invalid sqldom.yaml, a transform that raises) is
-reported and the watch goes on; Ctrl-C or SIGTERM end it with exit 0.
+The only importer of watchfiles. A ``Session`` keeps the database, the loaded
+rules and the snapshot of sources, steps and outputs warm between batches, and
+each batch scans only the paths the watcher reported; a quiet full rescan every
+few idle seconds is the backstop for events a watcher can miss. The project
+lock is held for the whole watch, so a ``sqldom build`` started meanwhile waits
+and then names this process. A failing build (bad build.py, invalid
+sqldom.yaml, a transform that raises) is reported and the watch goes on;
+Ctrl-C or SIGTERM end it with exit 0.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from sqldom.config import CONFIG_FILE, load_config
-from sqldom.engine import BuildOptions, Project, build_locked
+from sqldom.engine import BuildOptions, Project, Session
 from sqldom.errors import SqldomError
 from sqldom.events import Sink
 from sqldom.fs import ProjectLock, ignored
 
+BACKSTOP_MS = 3000   # idle time before a quiet full rescan
 
-def _watched(project: Project) -> Any:
+
+def _watched(project: Project) -> Callable[[Any, str], bool]:
     """A watchfiles filter: sources under content/, sqldom.yaml and the transforms file; never build/ or var/."""
     content = str(project.content) + "/"
     root = str(project.root) + "/"
@@ -41,7 +49,14 @@ def _watched(project: Project) -> Any:
     return accept
 
 
-def watch(options: BuildOptions, sink: Sink, report: Any, stop: threading.Event | None = None) -> int:
+def content_paths(project: Project, changes: Iterable[tuple[Any, str]]) -> set[str]:
+    """Content-relative paths of a watcher batch (config files are always re-checked anyway)."""
+    prefix = str(project.content) + os.sep
+    return {path[len(prefix):].replace(os.sep, "/") for _, path in changes if path.startswith(prefix)}
+
+
+def watch(options: BuildOptions, sink: Sink, report: Callable[..., None],
+          stop: threading.Event | None = None, on_built: Callable[[], None] | None = None) -> int:
     """Build, then rebuild on every batch of changes until Ctrl-C, SIGTERM or ``stop`` is set."""
     from watchfiles import watch as watch_changes
 
@@ -51,20 +66,39 @@ def watch(options: BuildOptions, sink: Sink, report: Any, stop: threading.Event 
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with ProjectLock(project.var, options.lock_wait):
-            _one(project, options, sink, report)
-            for _changes in watch_changes(project.root, watch_filter=_watched(project), stop_event=stop,
-                                          raise_interrupt=False, debounce=50, step=10, rust_timeout=500,
-                                          yield_on_timeout=False):
-                _one(project, options, sink, report)
+            session = Session(project, options)
+            try:
+                _one(session, sink, report, None, on_built)
+                for changes in watch_changes(project.root, watch_filter=_watched(project), stop_event=stop,
+                                             raise_interrupt=False, debounce=50, step=10,
+                                             rust_timeout=BACKSTOP_MS, yield_on_timeout=True):
+                    if changes:
+                        _one(session, sink, report, content_paths(project, changes), on_built)
+                    else:
+                        missed = _safe(lambda: session.changes_on_disk())
+                        if missed:
+                            _one(session, sink, report, missed, on_built)
+            finally:
+                session.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
 
 
-def _one(project: Project, options: BuildOptions, sink: Sink, report: Any) -> None:
+def _safe(fn: Callable[[], set[str]]) -> set[str]:
     try:
-        build_locked(project, options, sink)
+        return fn()
+    except Exception:  # noqa: BLE001 - the backstop must never end the watch
+        return set()
+
+
+def _one(session: Session, sink: Sink, report: Callable[..., None], changed: set[str] | None,
+         on_built: Callable[[], None] | None) -> None:
+    try:
+        session.build(sink, changed)
+        if on_built is not None:
+            on_built()
     except SqldomError as e:
         report(e)
     except Exception as e:  # noqa: BLE001 - the watch must outlive a bug in one batch
-        report(e, traceback.format_exc(), Path(project.var))
+        report(e, traceback.format_exc(), Path(session.project.var))

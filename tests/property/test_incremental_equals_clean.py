@@ -20,6 +20,8 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from sqldom.engine import BuildOptions, Session
+from sqldom.engine import Project as EngineProject
 from sqldom.hashing import ABSENT, hash_bytes, hash_json
 from sqldom.patterns import glob_filter
 from tests.support.project import Project
@@ -107,17 +109,25 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="sqldom-prop-"))
         self.proj = Project(self.tmp / "inc")
+        # the twin is built the way `sqldom watch` builds: one warm Session, told which paths changed
+        self.twin = Project(self.tmp / "warm")
+        self.session: Session | None = None
+        self.pending: set[str] = set()
         self.files: dict[str, bytes] = {}
         self.build_py: str | None = None
 
     def teardown(self) -> None:
+        if self.session is not None:
+            self.session.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    # ---- edits -----------------------------------------------------------
+    # ---- edits (applied to both projects) ------------------------------------
 
     def _put(self, path: str, data: bytes) -> None:
         self.files[path] = data
         self.proj.write(path, data)
+        self.twin.write(path, data)
+        self.pending.add(path)
 
     @rule(doc=st.sampled_from([d for d in DOCS if d.endswith(".md")]), title=st.sampled_from(TITLES),
           body=st.sampled_from(WORDS), front=st.booleans(),
@@ -141,6 +151,8 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
         path = data.draw(st.sampled_from(sorted(self.files)))
         del self.files[path]
         self.proj.delete(path)
+        self.twin.delete(path)
+        self.pending.add(path)
 
     @precondition(lambda self: self.files)
     @rule(data=st.data())
@@ -151,6 +163,8 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
             return
         payload = self.files.pop(src)
         self.proj.delete(src)
+        self.twin.delete(src)
+        self.pending.add(src)
         self._put(dst, payload)
 
     @precondition(lambda self: self.files)
@@ -158,16 +172,19 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
     def touch(self, data: st.DataObject) -> None:
         path = data.draw(st.sampled_from(sorted(self.files)))
         os.utime(self.proj.root / "content" / path)
+        os.utime(self.twin.root / "content" / path)
+        self.pending.add(path)
 
     @rule(variant=st.integers(min_value=0, max_value=len(BUILD_PY) - 1))
     def edit_build_py(self, variant: int) -> None:
         self.build_py = BUILD_PY[variant]
-        path = self.proj.root / "build.py"
-        if self.build_py is None:
-            if path.exists():
-                path.unlink()
-        else:
-            path.write_text(self.build_py)
+        for root in (self.proj.root, self.twin.root):
+            path = root / "build.py"
+            if self.build_py is None:
+                if path.exists():
+                    path.unlink()
+            else:
+                path.write_text(self.build_py)
 
     @rule()
     def build_now(self) -> None:
@@ -201,6 +218,22 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
 
         again = self.proj.build_inproc()
         assert again.steps == {}, f"no-op build ran {again.steps}"
+
+        warm = self._warm_build()
+        assert snapshot(self.twin.root) == clean_snap
+        assert warm.code == result.code
+
+    def _warm_build(self) -> Any:
+        from sqldom.events import ListSink, as_dict
+        from tests.support.project import _result
+        sink = ListSink()
+        if self.session is None:
+            self.session = Session(EngineProject.at(self.twin.root), BuildOptions(root=self.twin.root))
+            code = self.session.build(sink)
+        else:
+            code = self.session.build(sink, changed=set(self.pending))
+        self.pending.clear()
+        return _result(code, [as_dict(e) for e in sink.events])
 
     # ---- oracle ------------------------------------------------------------
 
