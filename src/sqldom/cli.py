@@ -111,11 +111,14 @@ def build(ctx: click.Context, root: Path | None, full: bool, as_json: bool, verb
 @_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 @click.option("-v", "--verbose", is_flag=True, help="One line per executed step.")
+@click.option("--serve", is_flag=True, help="Also serve build/ on 127.0.0.1 and live-reload open pages.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port for --serve (0 picks a free one).")
 @click.pass_context
-def watch(ctx: click.Context, root: Path | None, as_json: bool, verbose: bool) -> None:
+def watch(ctx: click.Context, root: Path | None, as_json: bool, verbose: bool, serve: bool, port: int) -> None:
     """Build, then rebuild on every change to content/, sqldom.yaml or build.py, until Ctrl-C."""
     from sqldom.engine import BuildOptions
-    from sqldom.events import HumanSink, JsonSink
+    from sqldom.events import HumanSink, JsonSink, ReloadingSink
     from sqldom.watch import watch as run_watch
 
     def report(err: BaseException, tb: str | None = None, var: Path | None = None) -> None:
@@ -126,11 +129,20 @@ def watch(ctx: click.Context, root: Path | None, as_json: bool, verbose: bool) -
         click.echo("sqldom: still watching; fix the cause and save again", err=True)
 
     def go(r: Path) -> int:
-        sink = JsonSink() if as_json else HumanSink(verbose=verbose)
+        sink: Any = JsonSink() if as_json else HumanSink(verbose=verbose)
+        server = None
+        if serve:
+            from sqldom.serve import PreviewServer
+            server = PreviewServer(r / "build", port)
+            server.start()
+            click.echo(f"serving build/ at {server.url}", err=True)
+            sink = ReloadingSink(sink, server.reload)
         try:
             return run_watch(BuildOptions(root=r, verbose=verbose, command="watch"), sink, report)
         finally:
             sink.close()
+            if server is not None:
+                server.close()
     _run(ctx, root, go)
 
 

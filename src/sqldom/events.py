@@ -183,3 +183,32 @@ class HumanSink:
 
     def close(self) -> None:
         self._stop()
+
+
+class ReloadingSink:
+    """Passes events on, and after each build that changed an output calls ``reload(paths)``.
+
+    What ``sqldom watch --serve`` uses to tell open pages to reload.
+    """
+
+    def __init__(self, inner: Sink, reload: Any) -> None:
+        self.inner = inner
+        self.reload = reload
+        self.changed: list[str] = []
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, StepEvent) and event.status != "failed":
+            self.changed.extend(event.outputs)
+        elif isinstance(event, DeletedEvent | RepairedEvent):
+            self.changed.append(event.path)
+        self.inner.emit(event)
+        if isinstance(event, SummaryEvent):
+            if self.changed:
+                self.reload(self.changed)
+            self.changed = []
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        self.inner.progress(done, total, what)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -612,3 +612,14 @@ def run_watch_serve_browser_check(project_root: Path, port: int, page: str = "pr
                     raise AssertionError(f"sqldom watch ignored SIGTERM\n{logs()}") from None
         assert proc.returncode == 0, f"sqldom watch exited with {proc.returncode}\n{logs()}"
         assert "Traceback" not in logs(), logs()
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (CI installs it)")
+def test_watch_serve_reloads_an_open_page_after_an_edit(tmp_path: Path) -> None:
+    """The whole loop: `sqldom watch --serve`, a page open in Chromium, an edit of its source."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "proj"
+    (root / "content").mkdir(parents=True)
+    run_watch_serve_browser_check(root, port)
