@@ -163,6 +163,8 @@ class HumanSink:
             if self.missing:
                 parts.append(f"{self.missing} output{'s' if self.missing != 1 else ''} restored to build/")
             print(f"{', '.join(parts)} in {event.seconds:.2f}s", file=self.out, flush=True)
+            self.missing = 0                     # a watch prints one summary per batch
+            self.started = time.monotonic()
 
     def progress(self, done: int, total: int, what: str) -> None:
         if not self.tty or time.monotonic() - self.started < 1.0:
