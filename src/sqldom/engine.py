@@ -33,6 +33,7 @@ from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_pa
 from sqldom.site import PRESENT, fact_hash, glob_hash
 
 BLOB_FLUSH_BYTES = 16 << 20
+GC_EVERY = 50   # watch batches between blob garbage collections
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,38 @@ class Session:
         self.recorded: dict[str, Recorded] | None = None
         self.steps: dict[str, StepRow] | None = None
         self.outputs: dict[str, OutputRow] | None = None
+        self.desired: tuple[RuleSet, dict[str, Desired]] | None = None
+        # (the desired dict they describe, step -> output, output -> steps, outputs wanted twice)
+        self._claims: tuple[dict[str, Desired], dict[str, str], dict[str, set[str]], set[str]] | None = None
+        self.garbage_due = 0
+        self.builtin_checked: dict[str, str] | None = None   # built-in code hashes every recorded read agrees with
+        self.config_paths: set[str] | None = None            # recorded "../" sources (build.py, sqldom.yaml)
+
+    def claims(self, desired: dict[str, Desired], changed: list[str] | None) -> dict[str, str]:
+        """step -> output for the outputs that more than one step wants (what ``duplicate_outputs`` needs).
+
+        Kept in step with ``desired`` incrementally: ``changed`` lists the steps
+        added or removed since the last call on the same dict (None: rebuild).
+        """
+        if self._claims is None or self._claims[0] is not desired or changed is None:
+            self._claims = (desired, {}, {}, set())
+            changed = list(desired)
+        _, by_step, by_output, shared = self._claims
+        for s in changed:
+            old = by_step.pop(s, None)
+            if old is not None:
+                by_output[old].discard(s)
+                if len(by_output[old]) < 2:
+                    shared.discard(old)
+                if not by_output[old]:
+                    del by_output[old]
+            d = desired.get(s)
+            if d is not None and d.output is not None:
+                by_step[s] = d.output
+                by_output.setdefault(d.output, set()).add(s)
+                if len(by_output[d.output]) > 1:
+                    shared.add(d.output)
+        return {s: out for out in shared for s in by_output[out]}
 
     def build(self, sink: Sink, changed: set[str] | None = None, full: bool = False) -> int:
         """One build; ``changed`` (content-relative paths) limits the scan to what a watcher reported."""
@@ -223,6 +256,10 @@ class Session:
     def forget(self) -> None:
         self.rules = None
         self.recorded = self.steps = self.outputs = None
+        self.desired = None
+        self._claims = None
+        self.builtin_checked = None
+        self.config_paths = None
 
     def remember(self, batch: Batch, outputs: dict[str, OutputRow], sc: ScanResult) -> None:
         """Apply what was just recorded to the snapshot instead of reading it back."""
@@ -266,6 +303,7 @@ class Plan:
     removed: list[str]
     candidates: set[str]
     full_verify: bool
+    desired_changed: list[str] | None = None   # steps added/removed in a reused desired dict
 
 
 class Build:
@@ -337,7 +375,12 @@ class Build:
             f = self.p.root / name
             if f.is_file():
                 extra[f"../{name}"] = (str(f), None)
-        sc = scan_paths(self.p.content, self.hint, recorded, extra) if self.hint is not None else None
+        if self.hint is not None:
+            if session.config_paths is None:
+                session.config_paths = {p for p in recorded if p.startswith("../")}
+            sc = scan_paths(self.p.content, self.hint, recorded, extra, session.config_paths | set(extra))
+        else:
+            sc = None
         if sc is None:
             self.hint = None   # a full walk
             files = content_files(self.p.content)
@@ -349,12 +392,28 @@ class Build:
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
         full_verify = self.opts.full or unfinished or config_touched
-        content_paths = [p for p in sc.hashes if not p.startswith("../")]
-        desired = self.desired_steps(rules, content_paths, prev, config_touched or unfinished)
+        if session.desired is not None and session.desired[0] is rules and not full_verify:
+            # same rules as the last build of this session: only added and deleted sources change the steps
+            desired = session.desired[1]
+            for path in sc.deleted:
+                desired.pop(path, None)
+            for path in sc.added:
+                a = rules.assign(path)
+                desired[path] = Desired(path, "document", a.parser, a.writer, a.output, a.output_error)
+            removed = sorted(p for p in sc.deleted if p in prev)
+            desired_changed: list[str] | None = sc.added + sc.deleted
+        else:
+            desired_changed = None
+            content_paths = [p for p in sc.hashes if not p.startswith("../")]
+            desired = self.desired_steps(rules, content_paths, prev, config_touched or unfinished)
+            removed = sorted(set(prev) - set(desired))
+        session.desired = (rules, desired)
         cur = Current(sc, self.store, rules, desired)
-        removed = sorted(set(prev) - set(desired))
-        cand = set(desired) if full_verify else self.candidates(sc, cur, desired, prev) & set(desired)
-        return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify)
+        if full_verify:
+            cand = set(desired)
+        else:
+            cand = {c for c in self.candidates(sc, cur, desired, prev) if c in desired}
+        return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, desired_changed)
 
     def run(self) -> int:
         t0 = time.monotonic()
@@ -395,8 +454,7 @@ class Build:
         if maybe:
             write_cand |= self.store.steps_reading_facts(maybe)
         write_cand = {x for x in write_cand if x in desired}
-        claims = {x: d.output for x, d in desired.items() if d.output is not None}
-        losers = duplicate_outputs(claims)
+        losers = duplicate_outputs(self.session.claims(desired, plan.desired_changed))
         write_cand |= set(losers)
         extra = [x for x in write_cand if x not in cand]
         if extra:
@@ -409,18 +467,27 @@ class Build:
         # steps that are gone
         batch.steps_delete = removed
         deleted_outputs: list[tuple[str, str]] = []
-        by_step_output = {row.step: path for path, row in outputs_before.items()}
+
+        def old_output(step: str) -> str | None:
+            row = prev.get(step)
+            path = row.output if row is not None else None
+            owner = outputs_before.get(path) if path is not None else None
+            return path if owner is not None and owner.step == step else None
+
         for s in removed:
-            if s in by_step_output:
-                deleted_outputs.append((by_step_output[s], s))
+            if (gone := old_output(s)) is not None:
+                deleted_outputs.append((gone, s))
             batch.executions.append({"run": run_id, "step": s, "outcome": "deleted",
                                      "reason": "source deleted" if prev[s].kind == "document" else "rule removed",
                                      "duration_ms": 0.0})
         new_paths = {r["path"] for r in batch.build_upsert}
-        for path, row in outputs_before.items():
-            if row.step in desired and path not in new_paths:
-                if desired[row.step].output != path or row.step in self.through_write:
-                    deleted_outputs.append((path, row.step))
+        # a step that went through the write phase without writing its old path withdrew it
+        # (failure, conflict, new output template); after a rule change every step is looked at
+        looked_at = set(desired) if plan.full_verify else self.through_write
+        for s in looked_at:
+            old = old_output(s)
+            if old is not None and old not in new_paths and (desired[s].output != old or s in self.through_write):
+                deleted_outputs.append((old, s))
         batch.build_delete = sorted({p for p, _ in deleted_outputs} - new_paths)
 
         # steps rows for everything that ran or is new
@@ -448,7 +515,10 @@ class Build:
         self.flush_blobs()
         self.store.record(batch)
         if batch.build_delete or batch.steps_delete or any(o.status != RESTORED for o in self.outcomes.values()):
-            self.store.collect_garbage()
+            self.session.garbage_due += 1
+            if self.hint is None or self.session.garbage_due >= GC_EVERY:
+                self.store.collect_garbage()   # proportional to the database: not after every watch batch
+                self.session.garbage_due = 0
 
         # events for steps, in id order
         outs_by_step: dict[str, list[str]] = {}
@@ -484,15 +554,14 @@ class Build:
         built = sum(1 for o in self.outcomes.values() if o.status == BUILT)
         restored = sum(1 for o in self.outcomes.values() if o.status == RESTORED)
         failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
-        failed_total = sum(1 for s, row in prev.items() if row.status == FAILED and s in desired
-                           and s not in self.outcomes) + failed
         counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
                   "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
         self.store.finish_run(run_id, counts)
         self.sink.emit(SummaryEvent(built=built, restored=restored, unchanged=counts["unchanged"],
                                     deleted=counts["deleted"], failed=failed, errors=errors,
                                     seconds=round(time.monotonic() - t0, 3), repaired=repaired))
-        return 1 if (failed_total or errors) else 0
+        # every failed step (a raising transform, an output conflict) leaves an error problem
+        return 1 if (failed or errors) else 0
 
     def candidates(self, sc: ScanResult, cur: Current, desired: dict[str, Desired],
                    prev: dict[str, StepRow]) -> set[str]:
@@ -507,7 +576,12 @@ class Build:
             if moved:
                 cand |= self.store.steps_with_glob(moved)
         # build.py edits force a full verification (plan); here only the built-ins can have changed
-        changed_code = self.store.code_changed({n: h for n, h in cur.code.items() if n.startswith("builtin:")})
+        builtin = {n: h for n, h in cur.code.items() if n.startswith("builtin:")}
+        if self.session.builtin_checked != builtin:
+            changed_code = self.store.code_changed(builtin)
+            self.session.builtin_checked = builtin if not changed_code else None
+        else:
+            changed_code = []
         if changed_code:
             cand |= self.store.steps_with_code(changed_code)
         return cand

@@ -123,9 +123,10 @@ def content_files(content: Path) -> dict[str, tuple[str, Stat | None]]:
 
 
 def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded],
-               extra: dict[str, tuple[str, Stat | None]]) -> ScanResult | None:
+               extra: dict[str, tuple[str, Stat | None]], config_recorded: Iterable[str] = ()) -> ScanResult | None:
     """Scan only ``paths`` (content-relative, as a watcher reported them); take the rest from the record.
 
+    ``config_recorded`` names the recorded ``../`` entries (build.py, sqldom.yaml).
     Returns None when a full walk is needed instead: a folder appeared or
     vanished, or a symlink is involved (the walk knows the confinement rules).
     """
@@ -151,7 +152,7 @@ def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded
             continue
         files[rel] = (abspath, Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     partial = scan(files, {p: recorded[p] for p in files if p in recorded})
-    config_gone = [p for p in recorded if p.startswith("../") and p not in files]
+    config_gone = [p for p in config_recorded if p in recorded and p not in files]
     hashes = {p: r.hash for p, r in recorded.items()}
     for p in gone + config_gone:
         hashes.pop(p, None)

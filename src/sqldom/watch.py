@@ -63,7 +63,15 @@ def watch(options: BuildOptions, sink: Sink, report: Callable[..., None],
     project = Project.at(options.root)
     project.content.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def finish(signum: int, _frame: Any) -> None:
+        """First Ctrl-C/SIGTERM: finish the batch under way, then end with exit 0. A second one: now."""
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, finish)
+    previous_int = signal.signal(signal.SIGINT, finish)
     try:
         with ProjectLock(project.var, options.lock_wait):
             session = Session(project, options)
@@ -82,6 +90,7 @@ def watch(options: BuildOptions, sink: Sink, report: Callable[..., None],
                 session.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

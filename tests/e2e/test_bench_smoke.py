@@ -1,0 +1,33 @@
+"""bench/run.py still runs end to end (20 documents, one run, sqldom only). No timing is asserted:
+the benchmark itself is a standalone script, never run by CI (bench/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GENERATOR = REPO.parent / "shared" / "tools" / "gen_corpus.py"
+
+
+@pytest.mark.skipif(not GENERATOR.is_file(), reason=f"corpus generator not found at {GENERATOR}")
+def test_bench_runs_on_a_tiny_corpus_and_writes_a_results_file_with_a_sqldom_column(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--docs", "20", "--runs", "1", "--no-refs",
+         "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| scenario"))
+    assert header.split("|")[2].strip() == "sqldom"
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ")}
+    for scenario in ("cold build", "no-op", "one body edit", "restore after rm -rf build/"):
+        assert rows[scenario][0].endswith(" s"), (scenario, rows[scenario])     # a time in the sqldom column
+    assert rows["stale after title edit?"][0] == "no"
+    assert "no step executed" in text                                           # restore of build/ ran nothing
+    assert "Traceback" not in proc.stderr
