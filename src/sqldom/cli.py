@@ -54,8 +54,19 @@ def _bug(exc: BaseException, root: Path | None) -> int:
     return 1
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so a build stops the way Ctrl-C stops it."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def _run(ctx: click.Context, root: Path | None, fn: Callable[[Path], int]) -> None:
+    import signal
     resolved = None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         resolved = _resolve_root(ctx, root)
         code = fn(resolved)
@@ -66,9 +77,10 @@ def _run(ctx: click.Context, root: Path | None, fn: Callable[[Path], int]) -> No
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
-    except KeyboardInterrupt:
-        click.echo("sqldom: interrupted; the database is consistent, the next build finishes the job", err=True)
-        code = 130
+    except (KeyboardInterrupt, Terminated) as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        click.echo(f"sqldom: {what}; the database is consistent, the next build finishes the job", err=True)
+        code = 143 if isinstance(e, Terminated) else 130
     except Exception as e:  # noqa: BLE001 - the last line of defence against a bare traceback
         code = _bug(e, resolved)
     sys.exit(code)

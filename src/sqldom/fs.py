@@ -58,14 +58,35 @@ def walk_files(top: Path, skip_ignored: bool = True) -> Iterator[tuple[str, os.s
                     continue   # vanished during the scan
 
 
-def atomic_write(path: Path, data: bytes) -> os.stat_result:
-    """Write via a temp file in the same folder and rename, so readers never see a partial file."""
+def atomic_write(path: Path, data: bytes, staging: Path | None = None) -> os.stat_result:
+    """Write via a temp file and rename, so readers never see a partial file.
+
+    The temp file goes in ``staging`` (var/tmp/, same filesystem) when given, so a
+    build killed mid-write leaves nothing in build/; else beside ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+    folder = staging if staging is not None else path.parent
+    tmp = folder / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
     return os.stat(path)
+
+
+def staging_folder(var: Path, target: Path) -> Path | None:
+    """var/tmp/, emptied of a killed build's leftovers, if it is on the same filesystem as ``target``."""
+    staging = var / "tmp"
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
+        if os.stat(staging).st_dev != os.stat(target).st_dev:
+            return None
+        for leftover in staging.iterdir():
+            if leftover.name.startswith(TMP_PREFIX):
+                leftover.unlink(missing_ok=True)
+    except OSError:
+        return None
+    return staging
 
 
 def remove_file(path: Path, stop: Path) -> None:

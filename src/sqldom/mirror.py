@@ -16,7 +16,7 @@ from typing import Any
 
 from sqldom.db.store import OutputRow, Store
 from sqldom.events import RepairedEvent, Sink
-from sqldom.fs import TMP_PREFIX, atomic_write, remove_file, walk_files
+from sqldom.fs import TMP_PREFIX, atomic_write, remove_file, staging_folder, walk_files
 from sqldom.hashing import hash_file
 from sqldom.scan import racy_margin_ns
 
@@ -44,6 +44,7 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
     counting this build's own writes).
     """
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
+    staging = staging_folder(build_dir.parent / "var", build_dir) if (written or full) else None
     if full:
         on_disk = dict(walk_files(build_dir, skip_ignored=False))
     else:
@@ -90,7 +91,7 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
         if target.is_dir():
             import shutil
             shutil.rmtree(target)
-        new_st = atomic_write(target, store.blob(row.hash))
+        new_st = atomic_write(target, store.blob(row.hash), staging)
         stats.append(_stat_row(path, new_st, now))
         if what is not None:
             sink.emit(RepairedEvent(path=path, what=what))
