@@ -113,7 +113,7 @@ def build(ctx: click.Context, root: Path | None, full: bool, as_json: bool, verb
     def go(r: Path) -> int:
         sink = JsonSink() if as_json else HumanSink(verbose=verbose)
         try:
-            return run_build(BuildOptions(root=r, full=full, verbose=verbose), sink)
+            return run_build(BuildOptions(root=r, full=full, verbose=verbose, jobs=jobs or 0), sink)
         finally:
             sink.close()
     _run(ctx, root, go)

@@ -21,14 +21,49 @@ KNOWN_KEYS = {
     "base": "workshop base image",
     "steps": "workshop steps",
 }
-NOT_YET = {"rules", "workshop", "base", "steps"}
+NOT_YET = {"workshop", "base", "steps"}
+RULE_KEYS = {
+    "match": "glob of the sources this rule runs on",
+    "run": "the command, with {input} and {output}",
+    "output": "output path template ({dir}{stem}.css)",
+    "image": "container image (omit to run on the host with the local executor)",
+    "env": "environment variables for the command",
+    "executor": "auto | dagger | podman | local",
+    "timeout": "seconds before the command is stopped",
+}
 EXECUTORS = ("auto", "dagger", "podman", "local")
+
+
+@dataclass(frozen=True)
+class CommandRule:
+    """One entry of ``rules:``: a command run per matching source."""
+
+    match: str
+    run: str
+    output: str
+    image: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    executor: str = "auto"
+    timeout: float | None = None
+    line: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"sqldom.yaml:rules[{self.match}]"
+
+    @property
+    def executor_name(self) -> str:
+        """The executor to use: ``local`` when no image is given, else the rule's (or auto)."""
+        if self.image is None:
+            return "local"
+        return self.executor
 
 
 @dataclass(frozen=True)
 class Config:
     build_py: str = "build.py"
     executor: str = "auto"
+    rules: tuple[CommandRule, ...] = ()
 
 
 def suggest(word: str, choices: list[str]) -> str | None:
@@ -75,7 +110,65 @@ def load_config(root: Path) -> Config:
     if executor not in EXECUTORS:
         raise ConfigError(f"executor '{executor}' is not one of {', '.join(EXECUTORS)}", path=CONFIG_FILE,
                           line=lines.get("executor"), hint=suggest(executor, list(EXECUTORS)))
-    return Config(build_py=build_py, executor=executor)
+    rules = _rules(data.get("rules"), _value_node(node, "rules"), executor, lines.get("rules"))
+    return Config(build_py=build_py, executor=executor, rules=rules)
+
+
+def _value_node(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    for k, v in node.value:
+        if k.value == key:
+            return v
+    return None
+
+
+def _rules(raw: Any, node: yaml.Node | None, default_executor: str, line: int | None) -> tuple[CommandRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not isinstance(node, yaml.SequenceNode):
+        raise ConfigError("'rules' must be a list of command rules", path=CONFIG_FILE, line=line,
+                          hint="rules:\n  - match: \"**/*.scss\"\n    run: \"sassc {input} {output}\"\n"
+                               "    output: \"{dir}{stem}.css\"")
+    out = []
+    for i, (entry, item) in enumerate(zip(raw, node.value, strict=True)):
+        at = item.start_mark.line + 1
+        where = f"rules[{i}]"
+        if not isinstance(entry, dict) or not isinstance(item, yaml.MappingNode):
+            raise ConfigError(f"{where} must be a mapping with match, run and output", path=CONFIG_FILE, line=at)
+        keys = {str(k.value): k.start_mark.line + 1 for k, _ in item.value}
+        for key in entry:
+            if key not in RULE_KEYS:
+                raise ConfigError(f"unknown key '{key}' in {where}", path=CONFIG_FILE, line=keys.get(str(key)),
+                                  hint=suggest(str(key), list(RULE_KEYS)) or
+                                  f"known keys: {', '.join(sorted(RULE_KEYS))}")
+        for key in ("match", "run", "output"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(f"{where} needs '{key}' ({RULE_KEYS[key]}) as a non-empty string",
+                                  path=CONFIG_FILE, line=keys.get(key, at))
+        image = entry.get("image")
+        if image is not None and (not isinstance(image, str) or not image):
+            raise ConfigError(f"{where}: 'image' must be a non-empty string", path=CONFIG_FILE,
+                              line=keys.get("image"))
+        env = entry.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
+            raise ConfigError(f"{where}: 'env' must map names to values", path=CONFIG_FILE, line=keys.get("env"))
+        rule_executor = entry.get("executor", default_executor)
+        if rule_executor not in EXECUTORS:
+            raise ConfigError(f"{where}: executor '{rule_executor}' is not one of {', '.join(EXECUTORS)}",
+                              path=CONFIG_FILE, line=keys.get("executor"),
+                              hint=suggest(str(rule_executor), list(EXECUTORS)))
+        if rule_executor in ("dagger", "podman") and image is None:
+            raise ConfigError(f"{where}: executor '{rule_executor}' needs an 'image'", path=CONFIG_FILE,
+                              line=keys.get("executor"), hint="add image: ..., or use executor: local")
+        timeout = entry.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                    or timeout <= 0):
+            raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds", path=CONFIG_FILE,
+                              line=keys.get("timeout"))
+        out.append(CommandRule(match=entry["match"], run=entry["run"], output=entry["output"], image=image,
+                               env=tuple(sorted((str(k), "" if v is None else str(v)) for k, v in env.items())),
+                               executor=rule_executor if image is not None else "local",
+                               timeout=float(timeout) if timeout is not None else None, line=at))
+    return tuple(out)
 
 
 def _str(data: dict[str, Any], key: str, default: str, lines: dict[str, int]) -> str:

@@ -15,6 +15,7 @@ did not finish, or when the rules changed, every step is verified.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,8 +25,8 @@ from typing import Any
 from sqldom.config import CONFIG_FILE, Config, load_config
 from sqldom.db.store import Batch, OutputRow, StepRow, Store
 from sqldom.errors import UsageError
-from sqldom.events import DeletedEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
-from sqldom.hashing import ABSENT, canonical_json, hash_json
+from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
+from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
 from sqldom.plan import duplicate_outputs, verify
 from sqldom.rules import BUILTIN_REVISION, Rule, RuleSet
@@ -43,6 +44,7 @@ class BuildOptions:
     verbose: bool = False
     command: str = "build"
     lock_wait: float = 5.0
+    jobs: int = 0                  # parallel command steps; 0: one per core
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ class Desired:
     writer: Rule
     output: str | None
     output_error: str | None = None
+
+
+def assigned(path: str, rules: RuleSet) -> Desired:
+    """The step a source gets under the current rules: a command step or a document step."""
+    a = rules.assign(path)
+    kind = "command" if a.writer.kind == "command" else "document"
+    return Desired(path, kind, a.parser, a.writer, a.output, a.output_error)
 
 
 def builtin_code_hash() -> str:
@@ -269,6 +278,9 @@ class Session:
         for r in batch.sources_upsert:
             recorded[r["path"]] = Recorded(r["hash"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"],
                                            r["scanned_ns"])
+        if self.config_paths is not None:
+            self.config_paths -= set(batch.sources_delete)
+            self.config_paths |= {r["path"] for r in batch.sources_upsert if r["path"].startswith("../")}
         steps = self.steps if self.steps is not None else {}
         for sid in batch.steps_delete:
             steps.pop(sid, None)
@@ -323,7 +335,8 @@ class Build:
 
     def load_rules(self, config: Config, scan_result: ScanResult) -> tuple[RuleSet, str | None]:
         """The rules of build.py as it is now; loaded again only when its bytes changed."""
-        key = (config.build_py, scan_result.hashes.get(f"../{config.build_py}"))
+        key = (config.build_py, scan_result.hashes.get(f"../{config.build_py}"),
+               scan_result.hashes.get(f"../{CONFIG_FILE}"))
         cached = self.session.rules
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
@@ -341,20 +354,22 @@ class Build:
             shown = config.build_py
             code = load(build_py, shown)
             user_rules, fingerprints = code.rules, code.fingerprints
-        return RuleSet(user_rules, fingerprints, builtin_code_hash(), shown or "build.py"), shown
+        return RuleSet(user_rules, fingerprints, builtin_code_hash(), shown or "build.py",
+                       commands=config.rules), shown
 
     def desired_steps(self, rules: RuleSet, current_paths: list[str], prev: dict[str, StepRow],
                       rules_changed: bool) -> dict[str, Desired]:
         desired: dict[str, Desired] = {}
+        by_name = rules.by_name
         for path in current_paths:
             row = prev.get(path)
-            if (not rules_changed and row is not None and row.kind == "document" and row.parser in rules.by_name
-                    and row.writer in rules.by_name and row.output is not None):
-                desired[path] = Desired(path, "document", rules.by_name[row.parser], rules.by_name[row.writer],
-                                        row.output)
+            if (not rules_changed and row is not None and row.kind in ("document", "command")
+                    and (row.parser is None or row.parser in by_name) and row.writer in by_name
+                    and row.output is not None):
+                desired[path] = Desired(path, row.kind, by_name[row.parser] if row.parser else None,
+                                        by_name[row.writer], row.output)
                 continue
-            a = rules.assign(path)
-            desired[path] = Desired(path, "document", a.parser, a.writer, a.output, a.output_error)
+            desired[path] = assigned(path, rules)
         for rule, output, error in rules.page_outputs():
             sid = output or rule.pattern
             if sid in desired:
@@ -398,8 +413,7 @@ class Build:
             for path in sc.deleted:
                 desired.pop(path, None)
             for path in sc.added:
-                a = rules.assign(path)
-                desired[path] = Desired(path, "document", a.parser, a.writer, a.output, a.output_error)
+                desired[path] = assigned(path, rules)
             removed = sorted(p for p in sc.deleted if p in prev)
             desired_changed: list[str] | None = sc.added + sc.deleted
         else:
@@ -673,6 +687,7 @@ class Build:
         # facts that candidates read, loaded in one query
         fact_targets = {r.target for s in cand for r in deps.get((s, WRITE), []) if r.kind == "fact"}
         cur.preload_facts(sorted(fact_targets))
+        commands: list[tuple[str, tuple[str, str]]] = []
         order = sorted(cand)
         for i, s in enumerate(order):
             self.sink.progress(i, len(order), "building")
@@ -705,12 +720,89 @@ class Build:
                     owner = outputs_before.get(d.output)
                     if owner is not None and owner.step == s:
                         continue
+                    was = prev.get(s)
+                    if owner is None and was is not None and was.status == FAILED:
+                        continue   # it failed on exactly these inputs: its problem stands, nothing to redo
                     why = (f"output {d.output} not recorded", f"output {d.output} not recorded")
             elif self.opts.full and reads:
                 why = ("--full", "--full")
             else:
                 why = ("new step", "new step") if s not in prev else ("not built yet", "not built yet")
-            self.write_one(s, d, why, cur, batch, user_file)
+            if d.kind == "command":
+                commands.append((s, why))
+            else:
+                self.write_one(s, d, why, cur, batch, user_file)
+        if commands:
+            self.run_commands(commands, desired, cur, batch)
+
+    def run_commands(self, todo: list[tuple[str, tuple[str, str]]], desired: dict[str, Desired], cur: Current,
+                     batch: Batch) -> None:
+        """Dirty command steps: restore what a trace covers, run the rest in parallel, record each."""
+        from sqldom.commands import Planned, describe_error, describe_failure, run_all
+        from sqldom.executors.base import ExecutorError
+
+        planned = []
+        for s, why in todo:
+            d = desired[s]
+            o = self.outcome(s)
+            o.reason, o.detail = why
+            reads = [Read("source", s, "", cur.source_hash(s) or ABSENT), Read("spec", "rule", "", d.writer.spec_hash)]
+            trace = None if self.opts.full else self.matching_trace(self.store.traces_of([s], WRITE).get(s, []),
+                                                                    cur.reader(s, WRITE))
+            if trace is not None and trace.results.get("output") in self.restorable(trace.results["output"]):
+                o.statuses.append(RESTORED)
+                self.record_write(s, d, batch, trace.reads, trace.results["output"], trace.results.get("size", 0),
+                                  [Problem.from_dict(p) for p in trace.results.get("problems", [])])
+                continue
+            big = cur.scan.big.get(s)
+            data: bytes | Path = Path(big) if big is not None else cur.source_bytes(s)
+            assert d.writer.command is not None and d.output is not None
+            planned.append((Planned(s, d.writer.command, s, d.output, data), reads))
+        if not planned:
+            return
+        lock = threading.Lock()
+
+        def on_output(step: str, line: str) -> None:
+            with lock:
+                self.sink.emit(OutputEvent(id=step, line=line))
+
+        results = run_all([p for p, _ in planned], self.opts.jobs, self.p.var / "tmp",
+                          on_output if self.opts.verbose else None)
+        for p, reads in planned:
+            s, d, o = p.step, desired[p.step], self.outcome(p.step)
+            job, result = results[s]
+            if isinstance(result, ExecutorError):
+                # sqldom could not run it (no executor here): nothing recorded, so the next build retries
+                o.statuses.append(FAILED)
+                self.record_write(s, d, batch, [], None, 0, [Problem(step=s, phase=WRITE, path=s, message=(
+                    f"cannot run command step: {describe_error(result)}"))])
+                continue
+            o.ms += result.duration_ms
+            out_name = job.outputs[0] if job is not None else p.output
+            if result.ok:
+                data = bytes(result.outputs[out_name])
+                h = hash_bytes(data)
+                self.add_blob(h, data)
+                o.statuses.append(BUILT)
+                problems: list[Problem] = []
+                self.record_write(s, d, batch, reads, h, len(data), problems)
+            else:
+                o.statuses.append(FAILED)
+                h = None
+                problems = [Problem(step=s, phase=WRITE, path=s, message=describe_failure(result))]
+                self.record_write(s, d, batch, reads, None, 0, problems)
+            batch.traces.append(self.trace_row(s, WRITE, reads, {
+                "output": h, "size": len(result.outputs.get(out_name, b"")) if h else 0,
+                "problems": [pr.as_dict() for pr in problems], "failed": h is None}, [h] if h else [], batch.run))
+
+    def record_write(self, s: str, d: Desired, batch: Batch, reads: list[Read], out_hash: str | None, size: int,
+                     problems: list[Problem]) -> None:
+        self.through_write.add(s)
+        batch.deps[(s, WRITE)] = reads
+        batch.problems[(s, WRITE)] = problems
+        if out_hash is not None and d.output is not None:
+            batch.build_upsert.append({"path": d.output, "hash": out_hash, "step": s, "size": size,
+                                       "mtime_ns": None, "ctime_ns": None, "inode": None, "mirrored_ns": None})
 
     @staticmethod
     def step_label(s: str, d: Desired) -> str:
@@ -745,12 +837,7 @@ class Build:
                 "output": out_hash, "size": size, "problems": [p.as_dict() for p in problems],
                 "failed": res.failed}, [out_hash] if out_hash else [], batch.run))
         o.ms += (time.perf_counter() - t) * 1000
-        self.through_write.add(s)
-        batch.deps[(s, WRITE)] = reads
-        batch.problems[(s, WRITE)] = problems
-        if out_hash is not None:
-            batch.build_upsert.append({"path": d.output, "hash": out_hash, "step": s, "size": size,
-                                       "mtime_ns": None, "ctime_ns": None, "inode": None, "mirrored_ns": None})
+        self.record_write(s, d, batch, reads, out_hash, size, problems)
 
     def restorable(self, h: str) -> set[str]:
         if h in self.pending_blobs:

@@ -46,6 +46,15 @@ class ProblemEvent:
 
 
 @dataclass(frozen=True)
+class OutputEvent:
+    """A line a running command step printed (only with -v)."""
+
+    id: str
+    line: str
+    event: str = "output"
+
+
+@dataclass(frozen=True)
 class SummaryEvent:
     built: int
     restored: int
@@ -58,7 +67,7 @@ class SummaryEvent:
     event: str = "summary"
 
 
-Event = StepEvent | DeletedEvent | RepairedEvent | ProblemEvent | SummaryEvent
+Event = StepEvent | DeletedEvent | RepairedEvent | ProblemEvent | OutputEvent | SummaryEvent
 
 
 class Sink(Protocol):
@@ -151,6 +160,8 @@ class HumanSink:
                 self._print(f"repaired build/{event.path}: {what}; {action}")
         elif isinstance(event, ProblemEvent):
             self._print(format_problem(event), err=True)
+        elif isinstance(event, OutputEvent):
+            self._print(f"[{event.id}] {event.line}")
         elif isinstance(event, SummaryEvent):
             self._stop()
             parts = [f"{event.built} built", f"{event.restored} restored", f"{event.unchanged} unchanged"]

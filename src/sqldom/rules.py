@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqldom.api import UserRule
+from sqldom.config import CommandRule
 from sqldom.hashing import hash_json
 from sqldom.patterns import compile_glob
 
@@ -31,10 +32,16 @@ class Rule:
     func: Callable[..., Any] | None = None   # user function; None for built-ins
     builtin: str | None = None     # module name under sqldom.transforms
     code_hash: str = ""
+    command: CommandRule | None = None   # command rules of sqldom.yaml
 
     @property
     def spec_hash(self) -> str:
-        return hash_json([self.kind, self.name, self.pattern, self.output])
+        """The rule as a step reads it; for a command rule, its command, env, image and executor too."""
+        extra = None
+        if self.command is not None:
+            c = self.command
+            extra = [c.run, list(map(list, c.env)), c.image, c.executor_name, c.timeout]
+        return hash_json([self.kind, self.name, self.pattern, self.output, extra])
 
     def matches(self, path: str) -> bool:
         return compile_glob(self.pattern).match(path) is not None
@@ -82,7 +89,7 @@ def check_output_path(out: str, template: str) -> str:
 
 @dataclass(frozen=True)
 class Assignment:
-    parser: Rule
+    parser: Rule | None            # None for command steps: they have no parse phase
     writer: Rule
     output: str | None             # None when the template failed
     output_error: str | None = None
@@ -90,22 +97,32 @@ class Assignment:
 
 class RuleSet:
     def __init__(self, user: Iterable[UserRule], fingerprints: dict[str, str], builtin_code_hash: str,
-                 user_file: str = "build.py") -> None:
+                 user_file: str = "build.py", commands: Iterable[CommandRule] = ()) -> None:
         self.parsers: list[Rule] = []
         self.writers: list[Rule] = []
         self.pages: list[Rule] = []
+        # command rules of sqldom.yaml come first: they are the most explicit
+        self.commands = [Rule(kind="command", name=f"sqldom.yaml:rules[{i}]", pattern=c.match, output=c.output,
+                              command=c) for i, c in enumerate(commands)]
         for r in user:
             rule = Rule(kind=r.kind, name=f"{user_file}:{r.name}", pattern=r.pattern, output=r.output,
                         func=r.func, code_hash=fingerprints.get(r.name, hash_json(r.name)))
             {"parser": self.parsers, "writer": self.writers, "page": self.pages}[r.kind].append(rule)
         for rule in builtin_rules(builtin_code_hash):
             (self.parsers if rule.kind == "parser" else self.writers).append(rule)
-        self.by_name = {r.name: r for r in self.parsers + self.writers + self.pages}
+        self.by_name = {r.name: r for r in self.commands + self.parsers + self.writers + self.pages}
 
     def code_hashes(self) -> dict[str, str]:
         return {name: r.code_hash for name, r in self.by_name.items()}
 
     def assign(self, path: str) -> Assignment:
+        command = next((r for r in self.commands if r.matches(path)), None)
+        if command is not None:
+            assert command.output is not None
+            try:
+                return Assignment(None, command, render_output(command.output, path))
+            except OutputError as e:
+                return Assignment(None, command, None, str(e))
         parser = next(r for r in self.parsers if r.matches(path))
         writer = next(r for r in self.writers if r.matches(path))
         assert writer.output is not None
