@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sqldom.executors.base import CommandJob
 from sqldom.executors.local import LocalExecutor
 
@@ -107,3 +109,13 @@ def test_inputs_are_plain_files_whatever_their_source_mode(tmp_path: Path) -> No
     src.chmod(0o700)
     result = LocalExecutor().run(CommandJob(step="t", command="stat -c %a tool.sh; sh tool.sh", inputs={"tool.sh": src}))
     assert result.stdout == "644\nhi\n"
+
+
+def test_inputs_that_cannot_be_placed_are_the_tools_failure(tmp_path: Path) -> None:
+    from sqldom.executors.base import ExecutorError
+    with pytest.raises(ExecutorError, match="cannot place input gone.txt"):
+        LocalExecutor(scratch_root=tmp_path).run(CommandJob(step="t", command="true",
+                                                            inputs={"gone.txt": tmp_path / "vanished"}))
+    with pytest.raises(ExecutorError, match="cannot place input a/b"):
+        LocalExecutor(scratch_root=tmp_path).run(CommandJob(step="t", command="true", inputs={"a": b"", "a/b": b""}))
+    assert list(tmp_path.iterdir()) == []

@@ -66,8 +66,9 @@ class Storage:
     def args(self) -> list[str]:
         if self.root is None:
             return []
-        return ["--root", str(self.root / "storage"), "--runroot", str(self.root / "run"),
-                "--storage-driver", "overlay"]
+        # no --storage-driver: containers/storage picks one that works on this filesystem
+        # (overlay on ext4/xfs, vfs where overlay cannot stack, e.g. inside another container)
+        return ["--root", str(self.root / "storage"), "--runroot", str(self.root / "run")]
 
     def podman(self) -> list[str]:
         return ["podman", "--log-level=error", *self.args()]

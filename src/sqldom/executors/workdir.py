@@ -12,7 +12,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from sqldom.executors.base import CommandJob
+from sqldom.executors.base import CommandJob, ExecutorError
 
 INPUT_MODE = 0o644   # inputs are plain files: their bytes are what the step records, not their mode
 
@@ -29,14 +29,22 @@ def stage_inputs(job: CommandJob, workdir: Path) -> None:
     """Write exactly the declared inputs (and the outputs' parent folders) under ``workdir``."""
     for rel, data in job.inputs.items():
         dest = workdir / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, Path):
-            shutil.copyfile(data, dest)       # streamed, never whole in memory
-        else:
-            dest.write_bytes(data)
-        os.chmod(dest, INPUT_MODE)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, Path):
+                shutil.copyfile(data, dest)       # streamed, never whole in memory
+            else:
+                dest.write_bytes(data)
+            os.chmod(dest, INPUT_MODE)
+        except OSError as e:                      # a source that vanished, or 'a' and 'a/b' both inputs
+            raise ExecutorError(f"step {job.step}: cannot place input {rel} in the working directory: "
+                                f"{e.strerror or e}") from e
     for rel in job.output_dirs():
-        (workdir / rel).mkdir(parents=True, exist_ok=True)
+        try:
+            (workdir / rel).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ExecutorError(f"step {job.step}: cannot make folder {rel} for an output: "
+                                f"{e.strerror or e}") from e
 
 
 def collect_outputs(job: CommandJob, workdir: Path) -> tuple[dict[str, bytes], tuple[str, ...]]:
