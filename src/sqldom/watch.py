@@ -76,16 +76,19 @@ def watch(options: BuildOptions, sink: Sink, report: Callable[..., None],
         with ProjectLock(project.var, options.lock_wait):
             session = Session(project, options)
             try:
-                _one(session, sink, report, None, on_built)
+                # after a failed batch the next one walks everything: the paths of the failed
+                # batch (saved while build.py was broken, say) were never recorded
+                ok = _one(session, sink, report, None, on_built)
                 for changes in watch_changes(project.root, watch_filter=_watched(project), stop_event=stop,
                                              raise_interrupt=False, debounce=50, step=10,
                                              rust_timeout=BACKSTOP_MS, yield_on_timeout=True):
                     if changes:
-                        _one(session, sink, report, content_paths(project, changes), on_built)
+                        ok = _one(session, sink, report, content_paths(project, changes) if ok else None,
+                                  on_built)
                     else:
                         missed = _safe(lambda: session.changes_on_disk())
-                        if missed:
-                            _one(session, sink, report, missed, on_built)
+                        if missed:   # a broken config is retried on the next change, not every few seconds
+                            ok = _one(session, sink, report, missed if ok else None, on_built)
             finally:
                 session.close()
     finally:
@@ -102,12 +105,15 @@ def _safe(fn: Callable[[], set[str]]) -> set[str]:
 
 
 def _one(session: Session, sink: Sink, report: Callable[..., None], changed: set[str] | None,
-         on_built: Callable[[], None] | None) -> None:
+         on_built: Callable[[], None] | None) -> bool:
+    """One build; False when it could not run (its changes are then picked up by a full walk)."""
     try:
         session.build(sink, changed)
         if on_built is not None:
             on_built()
+        return True
     except SqldomError as e:
         report(e)
     except Exception as e:  # noqa: BLE001 - the watch must outlive a bug in one batch
         report(e, traceback.format_exc(), Path(session.project.var))
+    return False

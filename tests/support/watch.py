@@ -103,6 +103,7 @@ class WatchProcess:
         """Start the watch; return the events of its first build once watchfiles had time to register."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"      # SIGABRT prints every thread's stack: see ``dump_stacks``
         self.proc = subprocess.Popen([sys.executable, "-m", "sqldom", "watch", "--json", "-C", str(self.root),
                                       *self.args], cwd=self.root, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env)
@@ -125,9 +126,7 @@ class WatchProcess:
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
-            raise WatchError(f"`sqldom watch` did not end within {timeout}s of signal {sig}\n"
-                             f"{self.transcript()}") from None
+            raise self._timeout(f"`sqldom watch` did not end within {timeout}s of signal {sig}") from None
         self._join()
         return code
 
@@ -190,7 +189,23 @@ class WatchProcess:
     def transcript(self) -> str:
         code = self.proc.poll() if self.proc is not None else None
         return (f"process: {'running' if code is None else f'exited {code}'}\n"
-                f"--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-6000:]}")
+                f"--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-12000:]}")
+
+    def dump_stacks(self) -> None:
+        """End a watch that stopped answering with SIGABRT, so stderr shows where each thread was."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGABRT)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return
+        self._join()
+
+    def _timeout(self, message: str) -> WatchError:
+        self.dump_stacks()
+        return WatchError(f"{message}\n{self.transcript()}")
 
     def _take(self, timeout: float) -> Event | None:
         """The next event, or None when none came within ``timeout``; raises if the process ended."""
@@ -220,8 +235,8 @@ class WatchProcess:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WatchError(f"no summary from `sqldom watch` within {timeout}s; events of this wait: "
-                                 f"{list(batch)}\n{self.transcript()}")
+                raise self._timeout(f"no summary from `sqldom watch` within {timeout}s; events of this wait: "
+                                    f"{list(batch)}")
             ev = self._take(min(left, 0.5))
             if ev is None:
                 continue
@@ -237,8 +252,7 @@ class WatchProcess:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WatchError(f"{what} not reached within {timeout}s; events of this wait: {list(batch)}\n"
-                                 f"{self.transcript()}")
+                raise self._timeout(f"{what} not reached within {timeout}s; events of this wait: {list(batch)}")
             ev = self._take(min(left, 0.5))
             if ev is None:
                 continue
@@ -264,7 +278,7 @@ class WatchProcess:
         deadline = time.monotonic() + timeout
         while text not in self.stderr:
             if time.monotonic() > deadline:
-                raise WatchError(f"{text!r} not on stderr within {timeout}s\n{self.transcript()}")
+                raise self._timeout(f"{text!r} not on stderr within {timeout}s")
             if not self.alive():
                 time.sleep(0.2)      # let the reader drain what the process printed last
                 if text in self.stderr:
