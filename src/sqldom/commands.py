@@ -94,3 +94,25 @@ def describe_failure(result: CommandResult) -> str:
 
 def describe_error(err: ExecutorError) -> str:
     return err.message + (f" ({err.hint})" if err.hint else "")
+
+
+def image_identity(executor_name: str, image: str) -> str | None:
+    """The identity of ``image`` as the executor that would run it sees it (None: unknown).
+
+    Only executors with a local store can say (podman); the step then records it
+    as a read, and a rebuilt image under the same tag reruns its steps.
+    """
+    from sqldom import executors
+    from sqldom.executors.base import ExecutorError
+    try:
+        ex = executors.get(executor_name if executor_name != "auto" else "podman")
+    except ExecutorError:
+        return None
+    ident = getattr(ex, "image_identity", None)
+    if ident is None or (executor_name == "auto" and ex.check() is not None):
+        return None
+    try:
+        result: str | None = ident(image)
+        return result
+    except Exception:  # noqa: BLE001 - an identity we cannot read is simply not recorded
+        return None

@@ -137,6 +137,7 @@ class Current:
         self._facts_cache: dict[str, dict[str, Any]] = {}
         self._paths: list[str] | None = None
         self._globs: dict[str, str] = {}
+        self._images: dict[tuple[str, str], str] = {}
 
     # World
     def source_hash(self, path: str) -> str | None:
@@ -176,6 +177,14 @@ class Current:
             self._paths = sorted(p for p in self.scan.hashes if not p.startswith("../"))
         return self._paths
 
+    def image(self, executor: str, image: str) -> str:
+        """The identity of a container image now (podman's image ID), looked up once per build."""
+        key = (executor, image)
+        if key not in self._images:
+            from sqldom.commands import image_identity
+            self._images[key] = image_identity(executor, image) or ABSENT
+        return self._images[key]
+
     def glob(self, pattern: str) -> str:
         if pattern not in self._globs:
             self._globs[pattern] = glob_hash(self, pattern)
@@ -195,6 +204,8 @@ class Current:
                 return self.glob(read.target)
             if kind == "code":
                 return self.code.get(read.target, ABSENT)
+            if kind == "image":
+                return self.image(read.key, read.target)
             if kind == "spec":
                 d = self.desired.get(step)
                 rule = None if d is None else (d.parser if phase == PARSE else d.writer)
@@ -589,6 +600,12 @@ class Build:
             moved = [pat for pat, h in self.store.glob_patterns() if cur.glob(pat) != h]
             if moved:
                 cand |= self.store.steps_with_glob(moved)
+        has_images = any(r.command is not None and r.command.image for r in cur.rules.commands)
+        images = self.store.image_reads() if has_images else []
+        if images:
+            moved_images = [(img, ex) for img, ex, h in images if cur.image(ex, img) != h]
+            if moved_images:
+                cand |= self.store.steps_with_image(moved_images)
         # build.py edits force a full verification (plan); here only the built-ins can have changed
         builtin = {n: h for n, h in cur.code.items() if n.startswith("builtin:")}
         if self.session.builtin_checked != builtin:
@@ -747,6 +764,11 @@ class Build:
             o = self.outcome(s)
             o.reason, o.detail = why
             reads = [Read("source", s, "", cur.source_hash(s) or ABSENT), Read("spec", "rule", "", d.writer.spec_hash)]
+            rule = d.writer.command
+            if rule is not None and rule.image is not None:
+                ident = cur.image(rule.executor_name, rule.image)
+                if ident != ABSENT:
+                    reads.append(Read("image", rule.image, rule.executor_name, ident))
             trace = None if self.opts.full else self.matching_trace(self.store.traces_of([s], WRITE).get(s, []),
                                                                     cur.reader(s, WRITE))
             if trace is not None and trace.results.get("output") in self.restorable(trace.results["output"]):

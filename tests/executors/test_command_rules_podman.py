@@ -59,3 +59,25 @@ def test_a_failing_command_in_podman_reports_its_output(project: Project, busybo
     assert r.code == 1
     msg = r.problems[0]["message"]
     assert "exited with code 7" in msg and "broken" in msg
+
+
+def test_a_rebuilt_image_under_the_same_tag_reruns_its_steps(project: Project, busybox_image: str) -> None:
+    import subprocess
+    tag = "localhost/sqldom-test/retag:1"
+    subprocess.run(["podman", "tag", busybox_image, tag], check=True, capture_output=True)
+    try:
+        project.write_root("sqldom.yaml", RULES.replace(busybox_image, tag))
+        project.write("a.txt", "alpha\n")
+        assert project.build().steps == {"a.txt": "built"}
+        assert project.build().steps == {}
+        # the same tag now names another image (one more layer): the step reads the image, so it reruns
+        subprocess.run(["buildah", "from", "--name", "sqldom-retag", "--pull-never", busybox_image], check=True,
+                       capture_output=True)
+        subprocess.run(["buildah", "config", "--label", "rebuilt=yes", "sqldom-retag"], check=True,
+                       capture_output=True)
+        subprocess.run(["buildah", "commit", "--rm", "sqldom-retag", tag], check=True, capture_output=True)
+        r = project.build()
+        assert r.steps == {"a.txt": "built"}
+        assert "image" in project.query("select reason from executions where step = 'a.txt' order by id desc")[0][0]
+    finally:
+        subprocess.run(["podman", "rmi", "--force", tag], capture_output=True)

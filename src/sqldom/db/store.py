@@ -165,6 +165,18 @@ class Store:
         return {r[0] for r in self._q_in("select distinct step from deps where kind = 'glob' and target in ({in})",
                                          patterns)}
 
+    def image_reads(self) -> list[tuple[str, str, str]]:
+        """(image, executor, identity) that command steps recorded; few rows, found through the index."""
+        return [(r[0], r[1], r[2]) for r in self._q(
+            "select distinct target, key, hash from deps where kind = 'image'")]
+
+    def steps_with_image(self, images: list[tuple[str, str]]) -> set[str]:
+        found: set[str] = set()
+        for image, executor in images:
+            found |= {r[0] for r in self._q("select distinct step from deps where target = ? and kind = 'image' "
+                                            "and key = ?", (image, executor))}
+        return found
+
     def code_reads(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._q("select distinct target, hash from deps where kind = 'code'")]
 

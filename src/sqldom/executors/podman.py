@@ -189,6 +189,16 @@ def image_exists(image: str, storage: Storage = Storage()) -> bool:
     return _run([*storage.podman(), "image", "exists", image], timeout=COMMAND_TIMEOUT).returncode == 0
 
 
+def image_id(image: str, storage: Storage = Storage()) -> str | None:
+    """The ID of ``image`` in the store, None when it is not there (or podman cannot say)."""
+    try:
+        done = _run([*storage.podman(), "image", "inspect", "--format", "{{.Id}}", image], timeout=COMMAND_TIMEOUT)
+    except ExecutorError:
+        return None
+    out = done.stdout.strip()
+    return f"sha256:{out}" if done.returncode == 0 and out and not out.startswith("sha256:") else (out or None)
+
+
 class PodmanExecutor:
     name: ClassVar[str] = NAME
     live_output: ClassVar[bool] = True
@@ -212,6 +222,10 @@ class PodmanExecutor:
 
     def close(self) -> None:
         pass
+
+    def image_identity(self, image: str) -> str | None:
+        """What a step records of its image: the image ID, so a re-tagged image reruns its steps."""
+        return image_id(image, self.storage)
 
     def ensure_image(self, image: str) -> None:
         if image in self._present or image_exists(image, self.storage):
