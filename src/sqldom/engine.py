@@ -446,7 +446,9 @@ class Build:
         sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
                                                             plan.current, plan.removed, plan.candidates)
 
-        run_id = self.store.begin_run(self.opts.command)
+        # the run's row is written with its results (one transaction), or alone at the end of a no-op
+        run_id = self.store.next_run_id()
+        started_at = time.time()
         batch = Batch(run=run_id)
         self.pending_blobs: dict[str, bytes] = {}
         self.pending_bytes = 0
@@ -538,7 +540,9 @@ class Build:
 
         # record
         self.flush_blobs()
-        self.store.record(batch)
+        recorded = not batch.empty()
+        if recorded:
+            self.store.record(batch, command=self.opts.command, started_at=started_at)
         if batch.build_delete or batch.steps_delete or any(o.status != RESTORED for o in self.outcomes.values()):
             self.session.garbage_due += 1
             if self.hint is None or self.session.garbage_due >= GC_EVERY:
@@ -581,7 +585,10 @@ class Build:
         failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
         counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
                   "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
-        self.store.finish_run(run_id, counts)
+        if recorded:
+            self.store.finish_run(run_id, counts)
+        else:
+            self.store.record_quiet_run(run_id, self.opts.command, started_at, counts)
         self.sink.emit(SummaryEvent(built=built, restored=restored, unchanged=counts["unchanged"],
                                     deleted=counts["deleted"], failed=failed, errors=errors,
                                     seconds=round(time.monotonic() - t0, 3), repaired=repaired))

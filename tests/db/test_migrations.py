@@ -140,3 +140,24 @@ def test_a_non_editable_install_in_a_fresh_venv_creates_the_database(tmp_path: P
     assert r.returncode == 0, r.stderr
     assert (proj / "var" / "build.db").is_file()
     assert (proj / "build" / "a.html").is_file()
+
+
+def test_a_no_op_build_never_imports_sqlalchemy(project: Project) -> None:
+    """The quiet run row is written through sqlite3 (see Store.record_quiet_run)."""
+    project.write("a.md", "# A\n\n[](b.txt)\n")
+    project.write("b.txt", "B\n")
+    assert project.build().code == 0
+    project.build()   # settles the stat cache of files written a moment ago
+    code = ("import sys, pathlib; from sqldom.engine import BuildOptions, build; from sqldom.events import ListSink;"
+            f"s = ListSink(); build(BuildOptions(root=pathlib.Path({str(project.root)!r})), s);"
+            "print(len([e for e in s.events if e.event == 'step']), 'sqlalchemy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False"]
+    runs = project.query("select command, finished_at is not null, built from runs order by id")
+    assert len(runs) == 3 and runs[-1] == ("build", 1, 0)
+
+
+def test_the_quiet_run_row_has_the_columns_of_the_runs_table() -> None:
+    from sqldom.db.tables import runs
+    counts = {"built": 0, "restored": 0, "unchanged": 0, "deleted": 0, "failed": 0, "errors": 0}
+    assert {"id", "command", "started_at", "finished_at", *counts} == {c.name for c in runs.columns}

@@ -158,7 +158,10 @@ def test_sigterm_stops_a_build_cleanly_with_a_message(corpus: tuple[Path, float]
     shutil.copytree(content, root / "content")
     proc = subprocess.Popen([sys.executable, "-m", "sqldom", "build", "-C", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(min(1.0, seconds / 2))
+    deadline = time.monotonic() + 60
+    while not (root / "var" / "build.db").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)   # sqldom is running (its handlers are installed) once it opened the database
+    time.sleep(min(0.5, seconds / 4))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 143:
