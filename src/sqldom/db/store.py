@@ -216,6 +216,21 @@ class Store:
                                 hint="run 'sqldom build --full' to rebuild it")
         return bytes(row[0])
 
+    def blob_size(self, h: str) -> int | None:
+        row = self.raw.execute("select size from blobs where hash = ?", (h,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def blob_chunks(self, h: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes of a blob in chunks, so a large output never sits whole in memory."""
+        row = self.raw.execute("select rowid, size from blobs where hash = ?", (h,)).fetchone()
+        if row is None:
+            raise DatabaseError(f"blob {h} is missing from the database", path=self.shown,
+                                hint="run 'sqldom build --full' to rebuild it")
+        rowid, size = row
+        with self.raw.blobopen("blobs", "data", rowid, readonly=True) as b:
+            for offset in range(0, size, chunk):
+                yield b.read(min(chunk, size - offset))
+
     def has_blobs(self, hashes: Iterable[str]) -> set[str]:
         return {r[0] for r in self._q_in("select hash from blobs where hash in ({in})", hashes)}
 
