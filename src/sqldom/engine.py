@@ -28,7 +28,7 @@ from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
 from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
-from sqldom.plan import duplicate_outputs, verify
+from sqldom.plan import duplicate_outputs, path_clashes, verify
 from sqldom.rules import BUILTIN_REVISION, Rule, RuleSet
 from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_paths
 from sqldom.site import PRESENT, fact_hash, glob_hash
@@ -149,10 +149,7 @@ class Current:
         data = self.scan.data.get(path)
         if data is not None:
             return data
-        big = self.scan.big.get(path)
-        if big is not None:
-            return Path(big).read_bytes()
-        return self.store.blob(self.scan.hashes[path])
+        return self.store.blob(self.scan.hashes[path])   # large files were streamed into blobs by the scan
 
     def facts(self, path: str) -> dict[str, Any] | None:
         if self.before_facts is not None:
@@ -235,6 +232,7 @@ class Session:
         # (the desired dict they describe, step -> output, output -> steps, outputs wanted twice)
         self._claims: tuple[dict[str, Desired], dict[str, str], dict[str, set[str]], set[str]] | None = None
         self.garbage_due = 0
+        self._clashes: dict[str, tuple[str, str]] | None = None
         self.builtin_checked: dict[str, str] | None = None   # built-in code hashes every recorded read agrees with
         self.config_paths: set[str] | None = None            # recorded "../" sources (build.py, sqldom.yaml)
 
@@ -264,6 +262,13 @@ class Session:
                     shared.add(d.output)
         return {s: out for out in shared for s in by_output[out]}
 
+    def clashes(self, desired: dict[str, Desired], changed: list[str] | None) -> dict[str, tuple[str, str]]:
+        """File/folder clashes between outputs; recomputed only when steps came or went."""
+        if self._clashes is None or changed is None or changed:
+            assert self._claims is not None
+            self._clashes = path_clashes(self._claims[1])
+        return self._clashes
+
     def build(self, sink: Sink, changed: set[str] | None = None, full: bool = False) -> int:
         """One build; ``changed`` (content-relative paths) limits the scan to what a watcher reported."""
         options = self.options if not full else replace(self.options, full=True)
@@ -278,6 +283,7 @@ class Session:
         self.recorded = self.steps = self.outputs = None
         self.desired = None
         self._claims = None
+        self._clashes = None
         self.builtin_checked = None
         self.config_paths = None
 
@@ -404,14 +410,15 @@ class Build:
         if self.hint is not None:
             if session.config_paths is None:
                 session.config_paths = {p for p in recorded if p.startswith("../")}
-            sc = scan_paths(self.p.content, self.hint, recorded, extra, session.config_paths | set(extra))
+            sc = scan_paths(self.p.content, self.hint, recorded, extra, session.config_paths | set(extra),
+                            self.store.store_file_blob)
         else:
             sc = None
         if sc is None:
             self.hint = None   # a full walk
             files = content_files(self.p.content)
             files.update(extra)
-            sc = scan(files, recorded)
+            sc = scan(files, recorded, self.store.store_file_blob)
         rules, user_file = self.load_rules(config, sc)
         prev = session.steps if session.steps is not None else self.store.steps()
         session.recorded, session.steps = recorded, prev
@@ -459,12 +466,9 @@ class Build:
             batch.sources_upsert.append({"path": path, "hash": sc.hashes[path], "size": st.size,
                                          "mtime_ns": st.mtime_ns, "ctime_ns": st.ctime_ns, "inode": st.inode,
                                          "scanned_ns": sc.started_ns})
-            if True:
-                data = sc.data.get(path)
-                if data is None and path in sc.big:
-                    data = Path(sc.big[path]).read_bytes()
-                if data is not None:
-                    self.add_blob(sc.hashes[path], data)
+            data = sc.data.get(path)   # (large files are already in blobs)
+            if data is not None:
+                self.add_blob(sc.hashes[path], data)
         batch.sources_delete = list(sc.deleted)
 
         # Parses that are due run lazily: just before their own write (so the Markdown
@@ -481,7 +485,12 @@ class Build:
         if maybe:
             write_cand |= self.store.steps_reading_facts(maybe)
         write_cand = {x for x in write_cand if x in desired}
-        losers = duplicate_outputs(self.session.claims(desired, plan.desired_changed))
+        shared = self.session.claims(desired, plan.desired_changed)
+        losers = {s: (w, f"output {desired[s].output} is produced by two steps, {w} and "
+                         f"{self.step_label(s, desired[s])}; only {w} writes it")
+                  for s, w in duplicate_outputs(shared).items()}
+        for s, found in self.session.clashes(desired, plan.desired_changed).items():
+            losers.setdefault(s, found)
         write_cand |= set(losers)
         extra = [x for x in write_cand if x not in cand]
         if extra:
@@ -579,7 +588,9 @@ class Build:
         for pr in problems:
             self.sink.emit(ProblemEvent(severity=pr.severity, step=pr.step, path=pr.path, line=pr.line,
                                         message=pr.message))
-        errors = sum(1 for pr in problems if pr.severity == "error")
+        for path, why in sorted(sc.unreadable.items()):   # found by every scan until fixed
+            self.sink.emit(ProblemEvent(severity="error", step=path, path=path, line=None, message=why))
+        errors = sum(1 for pr in problems if pr.severity == "error") + len(sc.unreadable)
         built = sum(1 for o in self.outcomes.values() if o.status == BUILT)
         restored = sum(1 for o in self.outcomes.values() if o.status == RESTORED)
         failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
@@ -627,6 +638,8 @@ class Build:
     # ---- execution ----------------------------------------------------------
 
     def add_blob(self, h: str, data: bytes) -> None:
+        if len(data) > BLOB_FLUSH_BYTES // 4 and self.store.has_blobs([h]):
+            return   # a large output already stored (a copied large source): do not hold it again
         if h not in self.pending_blobs:
             self.pending_blobs[h] = data
             self.pending_bytes += len(data)
@@ -706,7 +719,7 @@ class Build:
                 "results": canonical_json(results), "outputs": canonical_json(outputs), "run": run}
 
     def write_phase(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
-                    cur: Current, batch: Batch, user_file: str | None, losers: dict[str, str],
+                    cur: Current, batch: Batch, user_file: str | None, losers: dict[str, tuple[str, str]],
                     outputs_before: dict[str, Any], prev: dict[str, StepRow]) -> None:
         # facts that candidates read, loaded in one query
         fact_targets = {r.target for s in cand for r in deps.get((s, WRITE), []) if r.kind == "fact"}
@@ -719,8 +732,7 @@ class Build:
             d = desired[s]
             o = self.outcomes.get(s)
             if s in losers or d.output is None:
-                msg = (f"output {d.output} is produced by two steps, {losers[s]} and {self.step_label(s, d)}; "
-                       f"only {losers[s]} writes it" if s in losers else d.output_error or "no output")
+                msg = losers[s][1] if s in losers else d.output_error or "no output"
                 prob = Problem(step=s, phase=WRITE, path=s if d.kind == "document" else None, message=msg)
                 o = self.outcome(s)
                 if not o.reason:
@@ -783,8 +795,7 @@ class Build:
                 self.record_write(s, d, batch, trace.reads, trace.results["output"], trace.results.get("size", 0),
                                   [Problem.from_dict(p) for p in trace.results.get("problems", [])])
                 continue
-            big = cur.scan.big.get(s)
-            data: bytes | Path = Path(big) if big is not None else cur.source_bytes(s)
+            data = cur.source_bytes(s)
             assert d.writer.command is not None and d.output is not None
             planned.append((Planned(s, d.writer.command, s, d.output, data), reads))
         if not planned:

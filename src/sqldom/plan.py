@@ -61,3 +61,26 @@ def duplicate_outputs(claims: dict[str, str]) -> dict[str, str]:
             for s in steps[1:]:
                 losers[s] = steps[0]
     return losers
+
+
+def path_clashes(claims: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """loser -> (winner, message) where one output would need another's file as a folder.
+
+    ``a`` and ``a/b.html`` cannot both exist in build/. As with duplicates, the
+    step whose id sorts first wins, whatever ran in this build.
+    """
+    owner: dict[str, str] = {}
+    for step, out in sorted(claims.items()):
+        owner.setdefault(out, step)
+    found: dict[str, tuple[str, str]] = {}
+    for step, out in claims.items():
+        parts = out.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            other = owner.get(folder)
+            if other is None or other == step:
+                continue
+            loser, winner = (step, other) if step > other else (other, step)
+            found[loser] = (winner, f"output {out} (step {step}) needs build/{folder} to be a folder, but step "
+                                    f"{other} writes a file there; only {winner} is written")
+    return found

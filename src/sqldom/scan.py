@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat as stat_mode
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -69,28 +69,47 @@ class ScanResult:
     rehashed: list[str] = field(default_factory=list)          # rows to rewrite in `sources`
     data: dict[str, bytes] = field(default_factory=dict)       # bytes read by this scan
     big: dict[str, str] = field(default_factory=dict)          # hashed but too large to keep
+    unreadable: dict[str, str] = field(default_factory=dict)   # path -> why it could not be read
 
     @property
     def touched(self) -> set[str]:
         return set(self.added) | set(self.changed) | set(self.deleted)
 
 
-def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded]) -> ScanResult:
-    """Compare the files on disk (path -> (absolute path, stat if known)) with the recorded rows."""
+def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded],
+         store_big: Callable[[str], str] | None = None) -> ScanResult:
+    """Compare the files on disk (path -> (absolute path, stat if known)) with the recorded rows.
+
+    ``store_big(abspath) -> hash`` streams a file too large to keep in memory
+    into the database as it hashes it, so its recorded hash is exactly that of
+    the stored bytes even if the file changes meanwhile.
+    """
     result = ScanResult(started_ns=time.time_ns())
     for rel, (abspath, known) in files.items():
         try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")   # printable, names the bytes
+            result.unreadable[shown] = "the file name is not valid UTF-8; rename it"
+            continue
+        try:
             st = known or Stat.of(os.stat(abspath))
-        except OSError:
-            continue   # vanished or unreadable since the walk: treated as absent
+        except FileNotFoundError:
+            continue   # vanished since the walk: treated as absent
+        except OSError as e:
+            _unreadable(result, rel, e, recorded)
+            continue
         rec = recorded.get(rel)
         if rec is not None and trusted(rec, st):
             result.hashes[rel] = rec.hash
             result.stats[rel] = st
             continue
         try:
-            h = _hash(rel, abspath, st, result)
-        except OSError:
+            h = _hash(rel, abspath, st, result, store_big)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            _unreadable(result, rel, e, recorded)
             continue
         result.hashes[rel] = h
         result.stats[rel] = st
@@ -105,9 +124,19 @@ def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded
     return result
 
 
-def _hash(rel: str, abspath: str, st: Stat, result: ScanResult) -> str:
+def _unreadable(result: ScanResult, rel: str, e: OSError, recorded: dict[str, Recorded]) -> None:
+    """A file that exists but cannot be read keeps its last recorded state (nothing is deleted)."""
+    result.unreadable[rel] = f"cannot read: {e.strerror or e}"
+    rec = recorded.get(rel)
+    if rec is not None:
+        result.hashes[rel] = rec.hash
+        result.stats[rel] = Stat(*rec[1:5])
+
+
+def _hash(rel: str, abspath: str, st: Stat, result: ScanResult,
+          store_big: Callable[[str], str] | None) -> str:
     if st.size > KEEP_BYTES_LIMIT:
-        h, _ = hash_file(abspath)
+        h = store_big(abspath) if store_big is not None else hash_file(abspath)[0]
         result.big[rel] = abspath
         return h
     with open(abspath, "rb") as f:
@@ -123,7 +152,8 @@ def content_files(content: Path) -> dict[str, tuple[str, Stat | None]]:
 
 
 def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded],
-               extra: dict[str, tuple[str, Stat | None]], config_recorded: Iterable[str] = ()) -> ScanResult | None:
+               extra: dict[str, tuple[str, Stat | None]], config_recorded: Iterable[str] = (),
+               store_big: Callable[[str], str] | None = None) -> ScanResult | None:
     """Scan only ``paths`` (content-relative, as a watcher reported them); take the rest from the record.
 
     ``config_recorded`` names the recorded ``../`` entries (build.py, sqldom.yaml).
@@ -151,7 +181,7 @@ def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded
                 return None
             continue
         files[rel] = (abspath, Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-    partial = scan(files, {p: recorded[p] for p in files if p in recorded})
+    partial = scan(files, {p: recorded[p] for p in files if p in recorded}, store_big)
     config_gone = [p for p in config_recorded if p in recorded and p not in files]
     hashes = {p: r.hash for p, r in recorded.items()}
     for p in gone + config_gone:

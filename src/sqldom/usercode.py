@@ -118,7 +118,7 @@ def load(path: Path, shown: str) -> UserCode:
     sys.modules["sqldom_build"] = module
     try:
         exec(code, module.__dict__)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         line = _user_line(e, str(path))
         raise ConfigError(f"loading failed: {type(e).__name__}: {e}", path=shown, line=line,
                           hint="fix build.py; nothing was built") from e
@@ -140,8 +140,7 @@ def _user_line(exc: BaseException, filename: str) -> int | None:
 
 
 def format_user_traceback(exc: BaseException, filename: str) -> tuple[str, int | None]:
-    """The traceback of an exception raised in a transform, trimmed to the user's frames."""
+    """The frames of a traceback that are in the user's file, and the last of their lines."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     line = frames[-1].lineno if frames else None
-    text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(exc))
-    return text.rstrip(), line
+    return "".join(traceback.format_list(frames)).rstrip(), line

@@ -9,12 +9,15 @@ on the first write, so a read-only command never pays for it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import xxhash
 
 from sqldom.db.migrate import ensure_schema
 from sqldom.errors import DatabaseError
@@ -230,6 +233,44 @@ class Store:
         with self.raw.blobopen("blobs", "data", rowid, readonly=True) as b:
             for offset in range(0, size, chunk):
                 yield b.read(min(chunk, size - offset))
+
+    def store_file_blob(self, path: str) -> str:
+        """Stream a (large) file into ``blobs`` while hashing it; return the hash of what was stored.
+
+        Goes through sqlite3's incremental blob I/O (SQLAlchemy has none), so
+        memory does not grow with the file. A file that changes size while being
+        read is read again.
+        """
+        from sqldom.hashing import CHUNK
+        for _attempt in range(3):
+            size = os.stat(path).st_size
+            h = xxhash.xxh3_128()
+            placeholder = f"partial-{os.getpid()}-{time.time_ns()}"
+            self.raw.execute("BEGIN IMMEDIATE")
+            try:
+                rowid = int(self.raw.execute("insert into blobs (hash, size, data) values (?, ?, zeroblob(?))",
+                                             (placeholder, size, size)).lastrowid or 0)
+                copied = 0
+                with open(path, "rb") as f, self.raw.blobopen("blobs", "data", rowid) as b:
+                    while copied < size and (chunk := f.read(min(CHUNK, size - copied))):
+                        b.write(chunk)
+                        h.update(chunk)
+                        copied += len(chunk)
+                    grew = f.read(1) != b""
+                if copied != size or grew:
+                    self.raw.execute("ROLLBACK")
+                    continue
+                digest = h.hexdigest()
+                if self.raw.execute("select 1 from blobs where hash = ?", (digest,)).fetchone():
+                    self.raw.execute("delete from blobs where rowid = ?", (rowid,))
+                else:
+                    self.raw.execute("update blobs set hash = ? where rowid = ?", (digest, rowid))
+                self.raw.execute("COMMIT")
+                return digest
+            except BaseException:
+                self.raw.execute("ROLLBACK")
+                raise
+        raise OSError(f"{path} kept changing while it was read")
 
     def has_blobs(self, hashes: Iterable[str]) -> set[str]:
         return {r[0] for r in self._q_in("select hash from blobs where hash in ({in})", hashes)}

@@ -24,8 +24,11 @@ def _base_reads(log: ReadLog, rule: Rule) -> None:
 def _failure(step: str, phase: str, rule: Rule, exc: BaseException, user_file: str | None) -> Problem:
     if rule.func is not None and user_file:
         tb, line = format_user_traceback(exc, rule.func.__code__.co_filename)
+        if line is None:   # raised by sqldom's checks of the result: point at the function
+            line = rule.func.__code__.co_firstlineno
+        text = f"{rule.name.split(':', 1)[-1]} raised {type(exc).__name__}: {exc}"
         return Problem(step=step, phase=phase, path=user_file, line=line, severity="error",
-                       message=f"{rule.name.split(':', 1)[-1]} raised {type(exc).__name__}: {exc}\n{tb}")
+                       message=f"{text}\n{tb}" if tb else text)
     return Problem(step=step, phase=phase, path=step, severity="error",
                    message=f"{rule.name} raised {type(exc).__name__}: {exc}")
 
@@ -46,10 +49,10 @@ def run_parse(step: str, rule: Rule, world: World, user_file: str | None) -> Pha
             facts = {str(k): v for k, v in facts.items()}
         else:
             facts = module(rule.builtin or "copy").parse(source, problems)
-    except Exception as e:  # the user's failure, kept apart from sqldom's
+        facts = _json_roundtrip(facts)
+    except (Exception, SystemExit) as e:  # the user's failure, kept apart from sqldom's
         return PhaseResult(reads=log.reads(), facts={}, problems=[_failure(step, PARSE, rule, e, user_file)],
                            failed=True)
-    facts = _json_roundtrip(facts)
     return PhaseResult(reads=log.reads(), facts=facts, problems=problems)
 
 
@@ -57,8 +60,8 @@ def _check_json(facts: dict[str, Any]) -> None:
     """Facts are stored as JSON: refuse what would not come back equal (objects, sets, NaN)."""
     import json
     try:
-        json.dumps(facts, allow_nan=False)
-    except (TypeError, ValueError) as e:
+        json.dumps(facts, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as e:   # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise TypeError(f"a parser must return JSON-serialisable facts: {e}") from None
 
 
@@ -85,6 +88,6 @@ def run_write(step: str, rule: Rule, world: World, output: str, is_page: bool,
                                 f"not {type(result).__name__}")
         else:
             data = module(rule.builtin or "copy").write(Doc(step, world, log, output), site, problems)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         return PhaseResult(reads=log.reads(), problems=[_failure(step, WRITE, rule, e, user_file)], failed=True)
     return PhaseResult(reads=log.reads(), output=data, output_hash=hash_bytes(data), problems=problems)
