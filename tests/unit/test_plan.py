@@ -95,3 +95,12 @@ def test_duplicate_winner_is_the_smallest_id_whatever_the_order() -> None:
 def test_duplicate_winner_is_by_id_not_by_path_depth() -> None:
     assert duplicate_outputs({"z.md": "o.html", "a/z.md": "o.html", "index.html": "o.html"}) == {
         "index.html": "a/z.md", "z.md": "a/z.md"}
+
+
+def test_path_clashes_name_a_file_that_another_output_needs_as_a_folder() -> None:
+    from sqldom.plan import path_clashes
+    found = path_clashes({"a": "docs", "b.md": "docs/b.html", "c.md": "c.html"})
+    assert set(found) == {"b.md"}
+    winner, message = found["b.md"]
+    assert winner == "a" and "docs/b.html" in message and "build/docs" in message
+    assert path_clashes({"x.md": "x.html", "y/z.md": "y/z.html"}) == {}
