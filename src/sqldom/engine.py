@@ -34,7 +34,7 @@ from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_pa
 from sqldom.site import PRESENT, fact_hash, glob_hash
 
 BLOB_FLUSH_BYTES = 16 << 20
-GC_EVERY = 50   # watch batches between blob garbage collections
+GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
 
 
 @dataclass(frozen=True)
@@ -552,10 +552,12 @@ class Build:
         recorded = not batch.empty()
         if recorded:
             self.store.record(batch, command=self.opts.command, started_at=started_at)
-        if batch.build_delete or batch.steps_delete or any(o.status != RESTORED for o in self.outcomes.values()):
+        # Blob garbage collection costs in proportion to the database, and traces keep the last few
+        # versions of every output alive anyway: collect after deletions and every GC_EVERY runs.
+        if recorded and (batch.steps_delete or batch.build_delete or run_id % GC_EVERY == 0):
             self.session.garbage_due += 1
             if self.hint is None or self.session.garbage_due >= GC_EVERY:
-                self.store.collect_garbage()   # proportional to the database: not after every watch batch
+                self.store.collect_garbage()
                 self.session.garbage_due = 0
 
         # events for steps, in id order
