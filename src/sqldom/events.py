@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -98,8 +99,28 @@ class ListSink:
 
 
 class JsonSink:
+    """One JSON object per line on stdout (SPEC §3).
+
+    Without ``out``, the events go to a duplicate of the stdout file descriptor
+    taken when the sink is made: the CLI then points ``sys.stdout`` at stderr
+    for the build, so a ``print()`` in the user's transforms cannot break the
+    event stream.
+    """
+
     def __init__(self, out: IO[str] | None = None) -> None:
-        self.out = out or sys.stdout
+        self._own: IO[str] | None = None
+        if out is None:
+            out = sys.stdout
+            try:
+                fd = os.dup(out.fileno())
+            except (AttributeError, OSError, ValueError):   # no real file behind it (a test's capture)
+                pass
+            else:
+                self._own = os.fdopen(fd, "w", encoding=getattr(out, "encoding", None) or "utf-8",
+                                      errors="backslashreplace", closefd=True)
+                out.flush()
+                out = self._own
+        self.out = out
 
     def emit(self, event: Event) -> None:
         self.out.write(json.dumps(as_dict(event), ensure_ascii=False) + "\n")
@@ -109,7 +130,9 @@ class JsonSink:
         pass
 
     def close(self) -> None:
-        pass
+        if self._own is not None:
+            own, self._own = self._own, None
+            own.close()
 
 
 def format_problem(p: ProblemEvent) -> str:

@@ -6,8 +6,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqldom.errors import LockError
@@ -23,11 +24,19 @@ def ignored(name: str) -> bool:
             or name in IGNORED_NAMES)
 
 
-def walk_files(top: Path, skip_ignored: bool = True) -> Iterator[tuple[str, os.stat_result]]:
+def walk_files(top: Path, skip_ignored: bool = True,
+               report_links: bool = False) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (relative posix path, stat) of every regular file under ``top``.
 
-    Symlinks to files inside ``top`` are followed; symlinked folders are not
-    entered (no loops), and links pointing outside are skipped.
+    For content/ (``report_links=False``): symlinks to files inside ``top`` are
+    followed; symlinked folders are not entered (no loops), and links pointing
+    outside are skipped.
+
+    For build/ (``report_links=True``): no symlink is ever followed. Every entry
+    that is not a real folder is yielded with its ``lstat``: regular files, but
+    also every symlink (to a file or a folder, inside or outside) and special
+    files, so the mirror can remove the entry itself instead of writing or
+    reading through it.
     """
     root = str(top)
     real_root = os.path.realpath(root)
@@ -45,7 +54,12 @@ def walk_files(top: Path, skip_ignored: bool = True) -> Iterator[tuple[str, os.s
                     continue
                 path = f"{rel}/{name}" if rel else name
                 try:
-                    if entry.is_symlink():
+                    if report_links:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(path)
+                        else:
+                            yield path, entry.stat(follow_symlinks=False)
+                    elif entry.is_symlink():
                         target = os.path.realpath(entry.path)
                         if not (target + os.sep).startswith(real_root + os.sep) or not os.path.isfile(target):
                             continue
@@ -58,19 +72,82 @@ def walk_files(top: Path, skip_ignored: bool = True) -> Iterator[tuple[str, os.s
                     continue   # vanished during the scan
 
 
-def atomic_write(path: Path, data: bytes, staging: Path | None = None) -> os.stat_result:
+def real_folders(root: Path, folder: Path) -> list[Path]:
+    """Make ``folder`` (``root`` itself or a folder under it) a chain of real folders.
+
+    No symlink under ``root`` is followed: a component that is a symlink (to a
+    folder outside the project, say) is removed, the link itself and never what
+    it points to, and replaced by an empty folder. A component that is a file
+    raises ``NotADirectoryError`` naming it; the caller decides whether it may go.
+    ``root`` itself is taken as it is. Returns the links replaced.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    replaced: list[Path] = []
+    current = root
+    for part in folder.relative_to(root).parts:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(current)
+            st = os.lstat(current)
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            os.unlink(current)
+            os.mkdir(current)
+            replaced.append(current)
+            continue
+        raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder is needed", str(current))
+    return replaced
+
+
+Chunks = bytes | bytearray | memoryview | Iterable[bytes]
+
+
+def atomic_write(path: Path, data: Chunks, staging: Path | None = None,
+                 root: Path | None = None) -> os.stat_result:
     """Write via a temp file and rename, so readers never see a partial file.
 
-    The temp file goes in ``staging`` (var/tmp/, same filesystem) when given, so a
-    build killed mid-write leaves nothing in build/; else beside ``path``.
+    ``data`` is bytes or an iterable of chunks (streamed: a large file never sits
+    whole in memory). The temp file goes in ``staging`` (var/tmp/, same
+    filesystem) when given, so a build killed mid-write leaves nothing in build/;
+    else beside ``path``. If the write fails (a full disk, a file-size limit) the
+    temp file is removed and the error names ``path``.
+
+    With ``root`` (build/), the folders between ``root`` and ``path`` are made
+    real folders first (see ``real_folders``): nothing is written through a
+    symlinked parent. A symlink at ``path`` itself is replaced, not followed
+    (rename replaces the link).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if root is not None:
+        real_folders(root, path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     folder = staging if staging is not None else path.parent
-    tmp = folder / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return os.stat(path)
+    tmp = folder / f"{TMP_PREFIX}{path.name[:100]}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)                   # a leftover (even a symlink) is never written through
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        with open(fd, "wb") as f:
+            if isinstance(data, bytes | bytearray | memoryview):
+                f.write(data)
+            else:
+                for chunk in data:
+                    f.write(chunk)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:             # name the output, not the temp file (build/ read-only, say)
+            raise OSError(e.errno, e.strerror, str(path)) from e
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)       # f.write's errors name no file; the user needs one
+        raise
+    return os.stat(path, follow_symlinks=False)
 
 
 def staging_folder(var: Path, target: Path) -> Path | None:

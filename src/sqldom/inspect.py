@@ -91,7 +91,8 @@ def _plan_items(project: Project, store: Store) -> list[dict[str, Any]]:
 
 
 def _mirror_items(project: Project, outputs: dict[str, Any]) -> list[dict[str, Any]]:
-    on_disk = dict(walk_files(project.build, skip_ignored=False)) if project.build.is_dir() else {}
+    on_disk = (dict(walk_files(project.build, skip_ignored=False, report_links=True))
+               if project.build.is_dir() else {})
     items = []
     for path in sorted(set(on_disk) - set(outputs)):
         items.append({"action": "repair", "id": path, "path": path, "reason": "stray file in build/"})

@@ -10,13 +10,16 @@ killed build are swept away.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from sqldom.db.store import OutputRow, Store
+from sqldom.errors import OutputClashError
 from sqldom.events import RepairedEvent, Sink
-from sqldom.fs import TMP_PREFIX, atomic_write, remove_file, staging_folder, walk_files
+from sqldom.fs import TMP_PREFIX, atomic_write, real_folders, remove_file, staging_folder, walk_files
 from sqldom.hashing import hash_file
 from sqldom.scan import racy_margin_ns
 
@@ -35,6 +38,84 @@ def _trusted(row: OutputRow, st: os.stat_result) -> bool:
     return row.mtime_ns < row.mirrored_ns - racy_margin_ns(row.mtime_ns)
 
 
+STREAM_ABOVE = 1 << 20   # outputs larger than this are streamed from the database in chunks
+
+
+def _inside(build_dir: Path, path: str) -> bool:
+    """Every folder between build/ and ``path`` is a real folder (no symlink to follow)."""
+    current = build_dir
+    for part in path.split("/")[:-1]:
+        current = current / part
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _clash_below(rows: dict[str, OutputRow], folder: str) -> str | None:
+    prefix = folder + "/"
+    return next((p for p in sorted(rows) if p.startswith(prefix)), None)
+
+
+def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sink) -> int:
+    """Make build/<path> writable as a file without following any symlink.
+
+    Symlinked folders on the way are replaced by real folders; a stray file
+    where a folder is needed is removed; a symlink or special file at ``path``
+    is unlinked (the link itself); a folder at ``path`` is removed unless other
+    outputs live in it. A file or folder that another output needs raises
+    ``OutputClashError`` naming both. Returns how many strays it removed.
+    """
+    target = build_dir / path
+    removed = 0
+    while True:
+        try:
+            for link in real_folders(build_dir, target.parent):
+                sink.emit(RepairedEvent(path=link.relative_to(build_dir).as_posix(), what="stray"))
+                removed += 1
+            break
+        except NotADirectoryError as e:
+            blocker = Path(str(e.filename))
+            rel = blocker.relative_to(build_dir).as_posix()
+            if rel in rows:
+                raise OutputClashError(f"build/{rel} is a file but build/{path} needs it to be a folder",
+                                       hint=f"outputs {rel} (step {rows[rel].step}) and {path} (step "
+                                            f"{rows[path].step}) clash: give one of them another name") from None
+            os.unlink(blocker)              # a stray file (never an output) in the way
+            sink.emit(RepairedEvent(path=rel, what="stray"))
+            removed += 1
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return removed
+    if stat.S_ISDIR(st.st_mode):
+        inner = _clash_below(rows, path)
+        if inner is not None:
+            raise OutputClashError(f"build/{path} is a folder (build/{inner} is in it) but build/{path} "
+                                   f"needs it to be a file",
+                                   hint=f"outputs {path} (step {rows[path].step}) and {inner} (step "
+                                        f"{rows[inner].step}) clash: give one of them another name")
+        shutil.rmtree(target)              # a real folder holding no output; rmtree follows no link
+    elif not stat.S_ISREG(st.st_mode):
+        os.unlink(target)                   # a symlink (never followed) or a special file
+    return removed
+
+
+def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None) -> os.stat_result:
+    size = row.size if row.size is not None else store.blob_size(row.hash)
+    if size is not None and size <= STREAM_ABOVE:
+        return atomic_write(build_dir / path, store.blob(row.hash), staging, root=build_dir)
+    chunks = store.blob_chunks(row.hash)
+    try:
+        return atomic_write(build_dir / path, chunks, staging, root=build_dir)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
 def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: set[str], deleted: set[str],
            sink: Sink, full: bool = True) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
@@ -42,22 +123,32 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
     ``full=False`` (a watch batch) touches only this build's writes and deletions
     instead of checking every file. Returns how many files were repaired (not
     counting this build's own writes).
+
+    No symlink under build/ is ever followed: a link (to a file or a folder,
+    inside the project or not) is removed as a stray, or replaced by the output
+    that belongs at its path, so nothing is written or removed outside build/.
+    Two outputs that need one path as a file and as a folder are skipped, the
+    rest is mirrored, then ``OutputClashError`` names them.
     """
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
     staging = staging_folder(build_dir.parent / "var", build_dir) if (written or full) else None
+    all_rows = rows
     if full:
-        on_disk = dict(walk_files(build_dir, skip_ignored=False))
+        on_disk = dict(walk_files(build_dir, skip_ignored=False, report_links=True))
     else:
         on_disk = {}
         for path in written | deleted:
+            if not _inside(build_dir, path):
+                continue                     # under a symlinked folder: not in build/ at all
             try:
-                on_disk[path] = os.stat(build_dir / path)
+                on_disk[path] = os.lstat(build_dir / path)
             except OSError:
                 pass
         rows = {p: rows[p] for p in written if p in rows}
     now = time.time_ns()
     stats: list[dict[str, Any]] = []
     repaired = 0
+    clashes: list[OutputClashError] = []
 
     for path in sorted(set(on_disk) - set(rows)):
         remove_file(build_dir / path, build_dir)
@@ -76,6 +167,8 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
             pass
         elif st is None:
             what = "missing"
+        elif not stat.S_ISREG(st.st_mode):
+            what = "modified"                # a symlink or special file where an output goes: never read
         elif _trusted(row, st):
             continue
         else:
@@ -87,14 +180,20 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
                 stats.append(_stat_row(path, st, now))
                 continue
             what = "modified"
-        target = build_dir / path
-        if target.is_dir():
-            import shutil
-            shutil.rmtree(target)
-        new_st = atomic_write(target, store.blob(row.hash), staging)
+        try:
+            repaired += _make_room(build_dir, path, all_rows, sink)
+        except OutputClashError as e:
+            clashes.append(e)
+            continue
+        new_st = _write(build_dir, store, path, row, staging)
         stats.append(_stat_row(path, new_st, now))
         if what is not None:
             sink.emit(RepairedEvent(path=path, what=what))
             repaired += 1
     store.update_output_stats(stats)
+    if clashes:
+        first = clashes[0]
+        more = len(clashes) - 1
+        also = f" (and {more} more clash{'es' if more > 1 else ''})" if more else ""
+        raise OutputClashError(first.message + also, hint=first.hint)
     return repaired

@@ -24,15 +24,60 @@ def script_location() -> str:
     return os.path.dirname(os.path.abspath(m.__file__ or ""))
 
 
+CORRUPT_WORDS = ("malformed", "not a database", "file is encrypted")
+ACCESS_WORDS = ("readonly", "read-only", "unable to open", "permission", "access denied", "authorization")
+FOREIGN_HINT = "sqldom left it untouched; move it away or run 'sqldom clean'"
+SQLDOM_TABLES = {"blobs", "sources", "build", "steps", "deps", "facts", "runs", "problems"}
+
+
+def is_corruption(err: BaseException) -> bool:
+    """A SQLite error saying the file is damaged (not merely unreadable or locked)."""
+    text = str(err).lower()
+    return any(w in text for w in CORRUPT_WORDS)
+
+
+def is_access_failure(err: BaseException) -> bool:
+    """A SQLite error saying the file cannot be opened or written (permissions, read-only)."""
+    text = str(err).lower()
+    return any(w in text for w in ACCESS_WORDS)
+
+
+def access_problem(db: Path, shown: str) -> str:
+    """Why ``db`` cannot be opened for writing, in the user's words: which of var/ or the file is to blame."""
+    folder = shown.rsplit("/", 1)[0] + "/" if "/" in shown else "its folder"
+    try:
+        if os.statvfs(db.parent).f_flag & os.ST_RDONLY:
+            return f"the file system holding {folder} is mounted read-only"
+    except OSError:
+        pass
+    if db.exists() and not os.access(db, os.R_OK):
+        return f"permission denied: {shown} is not readable by you"
+    if db.exists() and not os.access(db, os.W_OK):
+        return f"permission denied: {shown} is read-only"
+    if not os.access(db.parent, os.W_OK):
+        return f"permission denied: {folder} is read-only (not writable by you)"
+    return "permission denied or read-only"
+
+
+def access_error(db: Path, shown: str, err: BaseException | None = None) -> DatabaseError:
+    detail = f" ({err})" if err is not None else ""
+    return DatabaseError(f"cannot open the database: {access_problem(db, shown)}{detail}", path=shown,
+                         hint="make var/ and var/build.db writable by you (or run sqldom as the user who "
+                              "built the project); sqldom left the database untouched")
+
+
 def current_revision(db: Path, shown: str) -> str | None:
     """The schema revision of an existing database; None when it is empty. Refuses foreign files."""
-    if not db.exists() or db.stat().st_size == 0:
-        return None
-    with open(db, "rb") as f:
-        header = f.read(16)
+    try:
+        if not db.exists() or db.stat().st_size == 0:
+            return None
+        with open(db, "rb") as f:
+            header = f.read(16)
+    except OSError as e:
+        raise access_error(db, shown, None) from e
     if header != SQLITE_HEADER:
         raise DatabaseError("not a SQLite database (corrupt, or another program's file)", path=shown,
-                            hint="sqldom left it untouched; move it away or run 'sqldom clean'")
+                            hint=FOREIGN_HINT)
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
@@ -40,16 +85,67 @@ def current_revision(db: Path, shown: str) -> str | None:
             if "alembic_version" not in tables:
                 if tables:
                     raise DatabaseError("not a sqldom database (it has tables sqldom did not create)",
-                                        path=shown,
-                                        hint="sqldom left it untouched; move it away or run 'sqldom clean'")
+                                        path=shown, hint=FOREIGN_HINT)
                 return None
             row = con.execute("select version_num from alembic_version").fetchone()
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
+        if is_corruption(e):
+            raise DatabaseError(f"the database is corrupt ({e})", path=shown,
+                                hint="move it away or run 'sqldom clean'; content/ is the source of truth "
+                                     "and a full build recreates it") from e
+        if is_access_failure(e):
+            raise access_error(db, shown, e) from e
+        if "locked" in str(e).lower() or "busy" in str(e).lower():
+            raise DatabaseError(f"cannot read the database: {e}", path=shown,
+                                hint="another program holds it; close that program and try again") from e
         raise DatabaseError(f"cannot read the database: {e}", path=shown,
-                            hint="it may be corrupt; 'sqldom clean' starts over from content/") from e
+                            hint="if it stays unreadable, move it away or run 'sqldom clean'; a full build "
+                                 "recreates it from content/") from e
     return row[0] if row else None
+
+
+def _schema_text_says_sqldom(db: Path) -> bool:
+    """Whether sqldom's CREATE TABLE statements are in the file's bytes (the schema of a damaged file)."""
+    markers = {b"CREATE TABLE alembic_version ", *(f"CREATE TABLE {t} ".encode() for t in
+                                                  ("blobs", "sources", "steps", "deps", "build"))}
+    overlap = max(len(m) for m in markers)
+    tail = b""
+    try:
+        with open(db, "rb") as f:
+            while markers and (chunk := f.read(1 << 20)):
+                window = tail + chunk
+                markers = {m for m in markers if m not in window}
+                tail = window[-overlap:]
+    except OSError:
+        return False
+    return not markers
+
+
+def is_sqldom_database(db: Path) -> bool:
+    """Whether ``db`` is a database sqldom made, even a corrupt or a newer one (what ``clean`` may remove).
+
+    Only sqldom's own tables count: another program's SQLite file, even one
+    managed by Alembic, is not sqldom's. When SQLite cannot read the schema (a
+    corrupt file), the schema text in the file's bytes decides.
+    """
+    try:
+        with open(db, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return False
+    if head != SQLITE_HEADER:
+        return False
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return _schema_text_says_sqldom(db)
+    return "alembic_version" in tables and SQLDOM_TABLES <= tables
 
 
 def ensure_schema(db: Path, shown: str = "var/build.db") -> None:
@@ -69,9 +165,16 @@ def upgrade(db: Path, revision: str = "head") -> None:
     from sqlalchemy import create_engine
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(db)   # WAL is a property of the file; set it outside any transaction
-    con.execute("PRAGMA journal_mode=WAL")
-    con.close()
+    try:
+        con = sqlite3.connect(db)   # WAL is a property of the file; set it outside any transaction
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        if is_access_failure(e):
+            raise access_error(db, "var/build.db", e) from e
+        raise
     cfg = Config()
     cfg.set_main_option("script_location", script_location())
     engine = create_engine(f"sqlite:///{db}")
