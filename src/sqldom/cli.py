@@ -23,6 +23,8 @@ from typing import Any
 import click
 
 from sqldom.errors import SqldomError
+from sqldom.stop import Terminated, quiet_unraisable
+from sqldom.stop import request as _terminate
 
 
 def _root_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -187,19 +189,12 @@ def _environment(exc: BaseException, root: Path | None) -> SqldomError | None:
     return None
 
 
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so a build stops the way Ctrl-C stops it."""
-
-
-def _terminate(_signum: int, _frame: object) -> None:
-    raise Terminated
-
-
 def _run(ctx: click.Context, root: Path | None, fn: Callable[[Path], int]) -> None:
     import signal
     resolved = None
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
+        sys.unraisablehook = quiet_unraisable
     try:
         resolved = _resolve_root(ctx, root)
         code = fn(resolved)

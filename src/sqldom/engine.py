@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
 from sqldom.db.store import Batch, OutputRow, StepRow, Store
 from sqldom.errors import UsageError
@@ -205,7 +206,7 @@ class Current:
                 return self.image(read.key, read.target)
             if kind == "spec":
                 d = self.desired.get(step)
-                rule = None if d is None else (d.parser if phase == PARSE else d.writer)
+                rule = None if d is None else (d.parser if phase == PARSE or read.key == "parse" else d.writer)
                 return rule.spec_hash if rule is not None else ABSENT
             return ABSENT   # a kind this version does not know: re-run
         return current
@@ -548,6 +549,7 @@ class Build:
                         "writer": d.writer.name, "output": d.output, "image_tag": None, "image_digest": None})
 
         # record
+        stop.check()
         self.flush_blobs()
         recorded = not batch.empty()
         if recorded:
@@ -575,6 +577,7 @@ class Build:
                 self.sink.emit(DeletedEvent(path=path, step=step))
 
         # mirror
+        stop.check()
         from sqldom.mirror import mirror
         after = dict(outputs_before)
         for path in batch.build_delete:
@@ -729,6 +732,7 @@ class Build:
         commands: list[tuple[str, tuple[str, str]]] = []
         order = sorted(cand)
         for i, s in enumerate(order):
+            stop.check()
             self.sink.progress(i, len(order), "building")
             self.ensure_parsed(s)
             d = desired[s]
@@ -746,8 +750,12 @@ class Build:
                 continue
             if o is not None and FAILED in o.statuses and (s, PARSE) in batch.deps:
                 # the parser failed: no output, and nothing to write until the parse inputs change
+                # (the write's reads: what the parse read, under the writer's own code and rule)
                 self.through_write.add(s)
-                batch.deps[(s, WRITE)] = list(batch.deps[(s, PARSE)])
+                assert d.parser is not None
+                batch.deps[(s, WRITE)] = [r for r in batch.deps[(s, PARSE)] if r.kind != "spec"] + [
+                    Read("spec", "rule", "parse", d.parser.spec_hash),
+                    Read("code", d.writer.name, "", d.writer.code_hash), Read("spec", "rule", "", d.writer.spec_hash)]
                 batch.problems[(s, WRITE)] = []
                 continue
             reads = deps.get((s, WRITE))

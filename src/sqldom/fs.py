@@ -161,6 +161,16 @@ def staging_folder(var: Path, target: Path) -> Path | None:
         for leftover in staging.iterdir():
             if leftover.name.startswith(TMP_PREFIX):
                 leftover.unlink(missing_ok=True)
+        # a bind mount shares st_dev but refuses renames across it: try one
+        probe = staging / f"{TMP_PREFIX}probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        moved = target / probe.name
+        try:
+            os.rename(probe, moved)
+        except OSError:
+            probe.unlink(missing_ok=True)
+            return None
+        moved.unlink(missing_ok=True)
     except OSError:
         return None
     return staging

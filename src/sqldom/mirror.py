@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqldom import stop
 from sqldom.db.store import OutputRow, Store
 from sqldom.errors import OutputClashError
 from sqldom.events import RepairedEvent, Sink
@@ -161,6 +162,7 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
     for i, (path, row) in enumerate(sorted(rows.items())):
         if i % 256 == 0:
             sink.progress(i, total, "mirroring")
+            stop.check()
         st = on_disk.get(path)
         what = None
         if path in written:

@@ -26,7 +26,7 @@ def script_location() -> str:
 
 CORRUPT_WORDS = ("malformed", "not a database", "file is encrypted")
 ACCESS_WORDS = ("readonly", "read-only", "unable to open", "permission", "access denied", "authorization")
-FOREIGN_HINT = "sqldom left it untouched; move it away or run 'sqldom clean'"
+FOREIGN_HINT = "sqldom left it untouched; move it away (sqldom will then create its own database there)"
 SQLDOM_TABLES = {"blobs", "sources", "build", "steps", "deps", "facts", "runs", "problems"}
 
 
