@@ -202,3 +202,21 @@ def index(site):
     assert "index.html" in shown and "page" in shown, shown      # the source index.html and the page index()
     assert project.output("index.html") in (b"generated index", b"<p>hand-written index</p>\n")
     assert project.text("other.txt") == "other\n"
+
+
+def test_a_failed_parse_stays_failed_without_output_until_its_inputs_change(project: Project) -> None:
+    project.write_root("build.py", "import sqldom\n\n@sqldom.parser('*.txt')\ndef p(source):\n"
+                                   "    raise ValueError('bad')\n")
+    project.write("bad.txt", "hi\n")
+    project.write("ok.md", "# ok\n")
+    first = project.build()
+    assert first.code == 1 and first.steps["bad.txt"] == "failed"
+    assert project.output("bad.txt") is None
+    again = project.build()
+    assert again.code == 1 and again.steps == {}, "nothing changed: nothing runs, the problem stands"
+    assert project.output("bad.txt") is None, "incremental == clean: a failed parse writes no output"
+    project.write_root("build.py", "import sqldom\n\n@sqldom.parser('*.txt')\ndef p(source):\n"
+                                   "    return {'title': 'fixed'}\n")
+    fixed = project.build()
+    assert fixed.code == 0 and fixed.steps == {"bad.txt": "built"}
+    assert project.output("bad.txt") == b"hi\n"
