@@ -139,8 +139,11 @@ def _user_line(exc: BaseException, filename: str) -> int | None:
     return line
 
 
-def format_user_traceback(exc: BaseException, filename: str) -> tuple[str, int | None]:
+def format_user_traceback(exc: BaseException, filename: str, shown: str | None = None) -> tuple[str, int | None]:
     """The frames of a traceback that are in the user's file, and the last of their lines."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     line = frames[-1].lineno if frames else None
-    return "".join(traceback.format_list(frames)).rstrip(), line
+    text = "".join(traceback.format_list(frames)).rstrip()
+    if shown is not None:   # paths in messages are the project's, relative (SPEC §2)
+        text = text.replace(f'File "{filename}"', f'File "{shown}"')
+    return text, line

@@ -56,6 +56,15 @@ TXT_WRITER = '''
 def write_txt(doc, site):
     return doc.text.upper() + fmt("")
 '''
+RAISING_PARSER = '''
+
+@sqldom.parser("**/*.txt")
+def parse_txt(source):
+    title = source.text.split("\\n", 1)[0]
+    if title == "Gamma":
+        raise ValueError("no Gamma here")
+    return {"title": title}
+'''
 BUILD_PY = [
     None,
     PAGE.format(prefix="* ", unused=1),
@@ -63,6 +72,7 @@ BUILD_PY = [
     PAGE.format(prefix="* ", unused=2),
     PAGE.format(prefix="* ", unused=1) + TXT_WRITER,
     PAGE.format(prefix="* ", unused=1) + "\n# a comment only\n",
+    PAGE.format(prefix="* ", unused=1) + RAISING_PARSER,
 ]
 
 
@@ -257,7 +267,8 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
             for path, name, value in con.execute("select path, name, value from facts"):
                 facts.setdefault(path, {})[name] = json.loads(value)
             code = {t: h for t, h in con.execute("select target, hash from deps where kind = 'code'")}
-            spec = {(s, p): h for s, p, h in con.execute("select step, phase, hash from deps where kind = 'spec'")}
+            spec = {(s, p, k): h for s, p, k, h in con.execute(
+                "select step, phase, key, hash from deps where kind = 'spec'")}
         finally:
             con.close()
         docs = {p for p in self.files}
@@ -278,7 +289,7 @@ class IncrementalEqualsClean(RuleBasedStateMachine):
             if kind == "code":
                 return code.get(target, ABSENT)
             if kind == "spec":
-                return spec.get((step, phase), ABSENT)
+                return spec.get((step, phase, key), ABSENT)
             raise AssertionError(kind)
 
         expected = now_steps - prev_steps

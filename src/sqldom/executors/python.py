@@ -23,7 +23,7 @@ def _base_reads(log: ReadLog, rule: Rule) -> None:
 
 def _failure(step: str, phase: str, rule: Rule, exc: BaseException, user_file: str | None) -> Problem:
     if rule.func is not None and user_file:
-        tb, line = format_user_traceback(exc, rule.func.__code__.co_filename)
+        tb, line = format_user_traceback(exc, rule.func.__code__.co_filename, user_file)
         if line is None:   # raised by sqldom's checks of the result: point at the function
             line = rule.func.__code__.co_firstlineno
         text = f"{rule.name.split(':', 1)[-1]} raised {type(exc).__name__}: {exc}"
