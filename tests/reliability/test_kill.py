@@ -152,7 +152,10 @@ def test_an_incremental_build_killed_at_any_instant_recovers(corpus: tuple[Path,
         check_recovers(root, clean)
 
 
-def test_sigterm_stops_a_build_cleanly_with_a_message(corpus: tuple[Path, float], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"),
+                                                   (signal.SIGINT, 130, "interrupted")])
+def test_sigterm_stops_a_build_cleanly_with_a_message(corpus: tuple[Path, float], tmp_path: Path,
+                                                      sig: int, code: int, word: str) -> None:
     content, seconds = corpus
     root = tmp_path / "term"
     shutil.copytree(content, root / "content")
@@ -162,10 +165,10 @@ def test_sigterm_stops_a_build_cleanly_with_a_message(corpus: tuple[Path, float]
     while not (root / "var" / "build.db").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)   # sqldom is running (its handlers are installed) once it opened the database
     time.sleep(min(0.5, seconds / 4))
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 143:
-        assert "terminated" in err and "consistent" in err
+    if proc.returncode == code:
+        assert word in err and "consistent" in err
     else:   # it had finished already
         assert proc.returncode in (0, 1)
     assert "Traceback" not in err
