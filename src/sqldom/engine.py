@@ -347,7 +347,6 @@ class Build:
         self.hint = hint
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
-        self.problems_changed = False
 
     # ---- plan -----------------------------------------------------------
 

@@ -180,9 +180,6 @@ class Store:
                                             "and key = ?", (image, executor))}
         return found
 
-    def code_reads(self) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self._q("select distinct target, hash from deps where kind = 'code'")]
-
     def code_changed(self, current: dict[str, str]) -> list[str]:
         """Names among ``current`` that some step read with another hash (index lookups, no scan)."""
         changed = []
@@ -283,9 +280,6 @@ class Store:
     def last_run_finished(self) -> bool:
         row = self.raw.execute("select finished_at from runs order by id desc limit 1").fetchone()
         return row is None or row[0] is not None
-
-    def has_state(self) -> bool:
-        return self.raw.execute("select 1 from steps limit 1").fetchone() is not None
 
     def step(self, step_id: str) -> StepRow | None:
         row = self.raw.execute("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
