@@ -249,9 +249,12 @@ def cli(ctx: click.Context, root: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 @click.option("-v", "--verbose", is_flag=True, help="One line per executed step.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel workers.")
+@click.option("--from-step", "from_step", metavar="ID", default=None,
+              help="Rebuild workshop step ID and every step after it.")
+@click.option("--push", is_flag=True, help="Push every workshop step image to workshop.image's registry.")
 @click.pass_context
 def build(ctx: click.Context, root: Path | None, full: bool, as_json: bool, verbose: bool,
-          jobs: int | None) -> None:
+          jobs: int | None, from_step: str | None, push: bool) -> None:
     """Build content/ into build/, doing the least work possible."""
     from sqldom.engine import BuildOptions
     from sqldom.engine import build as run_build
@@ -261,7 +264,8 @@ def build(ctx: click.Context, root: Path | None, full: bool, as_json: bool, verb
         sink = JsonSink() if as_json else HumanSink(verbose=verbose)
         try:
             with _stdout_to_stderr(as_json):
-                return run_build(BuildOptions(root=r, full=full, verbose=verbose, jobs=jobs or 0), sink)
+                return run_build(BuildOptions(root=r, full=full, verbose=verbose, jobs=jobs or 0,
+                                              from_step=from_step, push=push), sink)
         finally:
             sink.close()
     _run(ctx, root, go)

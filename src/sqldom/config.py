@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from sqldom.errors import ConfigError
+from sqldom.workshop.spec import Workshop, check_sources, parse_workshop
 
 CONFIG_FILE = "sqldom.yaml"
 
@@ -21,7 +22,6 @@ KNOWN_KEYS = {
     "base": "workshop base image",
     "steps": "workshop steps",
 }
-NOT_YET = {"workshop", "base", "steps"}
 RULE_KEYS = {
     "match": "glob of the sources this rule runs on",
     "run": "the command, with {input} and {output}",
@@ -64,6 +64,7 @@ class Config:
     build_py: str = "build.py"
     executor: str = "auto"
     rules: tuple[CommandRule, ...] = ()
+    workshop: Workshop | None = None
 
 
 def suggest(word: str, choices: list[str]) -> str | None:
@@ -98,10 +99,6 @@ def load_config(root: Path) -> Config:
             raise ConfigError(f"unknown key '{key}'", path=CONFIG_FILE, line=lines.get(str(key)),
                               hint=suggest(str(key), list(KNOWN_KEYS)) or
                               f"known keys: {', '.join(sorted(KNOWN_KEYS))}")
-    for key in NOT_YET & set(data):
-        raise ConfigError(f"'{key}' ({KNOWN_KEYS[key]}) is not supported by this version of sqldom yet",
-                          path=CONFIG_FILE, line=lines.get(key),
-                          hint="remove it; document steps build without it")
     build_py = _str(data, "build_py", "build.py", lines)
     if Path(build_py).is_absolute() or ".." in Path(build_py).parts:
         raise ConfigError(f"build_py '{build_py}' must be a file inside the project", path=CONFIG_FILE,
@@ -111,7 +108,10 @@ def load_config(root: Path) -> Config:
         raise ConfigError(f"executor '{executor}' is not one of {', '.join(EXECUTORS)}", path=CONFIG_FILE,
                           line=lines.get("executor"), hint=suggest(executor, list(EXECUTORS)))
     rules = _rules(data.get("rules"), _value_node(node, "rules"), executor, lines.get("rules"))
-    return Config(build_py=build_py, executor=executor, rules=rules)
+    workshop = parse_workshop(data, node, executor)
+    if workshop is not None:
+        check_sources(workshop, root)
+    return Config(build_py=build_py, executor=executor, rules=rules, workshop=workshop)
 
 
 def _value_node(node: yaml.MappingNode, key: str) -> yaml.Node | None:

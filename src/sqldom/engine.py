@@ -35,6 +35,7 @@ from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_pa
 from sqldom.site import PRESENT, fact_hash, glob_hash
 
 BLOB_FLUSH_BYTES = 16 << 20
+CONTAINER = "container"   # steps.kind of workshop steps: built by workshop/chain.py, not by the rules
 GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
 
 
@@ -46,6 +47,8 @@ class BuildOptions:
     command: str = "build"
     lock_wait: float = 5.0
     jobs: int = 0                  # parallel command steps; 0: one per core
+    from_step: str | None = None   # workshop: force this container step and all after it
+    push: bool = False             # workshop: push every step image (as ``workshop.push: true``)
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,7 @@ class Plan:
     removed: list[str]
     candidates: set[str]
     full_verify: bool
+    config: Config
     desired_changed: list[str] | None = None   # steps added/removed in a reused desired dict
 
 
@@ -432,20 +436,20 @@ class Build:
                 desired.pop(path, None)
             for path in sc.added:
                 desired[path] = assigned(path, rules)
-            removed = sorted(p for p in sc.deleted if p in prev)
+            removed = sorted(p for p in sc.deleted if p in prev and prev[p].kind != CONTAINER)
             desired_changed: list[str] | None = sc.added + sc.deleted
         else:
             desired_changed = None
             content_paths = [p for p in sc.hashes if not p.startswith("../")]
             desired = self.desired_steps(rules, content_paths, prev, config_touched or unfinished)
-            removed = sorted(set(prev) - set(desired))
+            removed = sorted(s for s in set(prev) - set(desired) if prev[s].kind != CONTAINER)
         session.desired = (rules, desired)
         cur = Current(sc, self.store, rules, desired)
         if full_verify:
             cand = set(desired)
         else:
             cand = {c for c in self.candidates(sc, cur, desired, prev) if c in desired}
-        return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, desired_changed)
+        return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, config, desired_changed)
 
     def run(self) -> int:
         t0 = time.monotonic()
@@ -526,6 +530,9 @@ class Build:
                 deleted_outputs.append((old, s))
         batch.build_delete = sorted({p for p, _ in deleted_outputs} - new_paths)
 
+        # the workshop's chain of images, after the documents so that each step's doc title is current
+        chain = self.run_workshop(plan, batch, outputs_before) if self.has_workshop(plan) else None
+
         # steps rows for everything that ran or is new
         for s, o in self.outcomes.items():
             d = desired[s]
@@ -571,6 +578,10 @@ class Build:
             d = desired[s]
             outs = outs_by_step.get(s, [])
             self.sink.emit(StepEvent(id=s, kind=d.kind, status=o.status, reason=o.reason, outputs=outs))
+        if chain is not None:
+            for event in chain.events:
+                self.sink.emit(event)
+            deleted_outputs.extend(chain.deleted)
         for path, step in sorted(set(deleted_outputs)):
             if path in build_delete:
                 self.sink.emit(DeletedEvent(path=path, step=step))
@@ -598,7 +609,11 @@ class Build:
         built = sum(1 for o in self.outcomes.values() if o.status == BUILT)
         restored = sum(1 for o in self.outcomes.values() if o.status == RESTORED)
         failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
-        counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
+        unchanged = len(desired) - len(self.outcomes)
+        if chain is not None:
+            built, restored, failed = built + chain.built, restored + chain.restored, failed + chain.failed
+            unchanged += chain.unchanged
+        counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": unchanged,
                   "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
         if recorded:
             self.store.finish_run(run_id, counts)
@@ -609,6 +624,47 @@ class Build:
                                     seconds=round(time.monotonic() - t0, 3), repaired=repaired))
         # every failed step (a raising transform, an output conflict) leaves an error problem
         return 1 if (failed or errors) else 0
+
+    def has_workshop(self, plan: Plan) -> bool:
+        """A workshop to build, or one to forget (its steps are still recorded)."""
+        if plan.config.workshop is not None:
+            return True
+        if self.opts.from_step is not None:
+            raise UsageError(f"--from-step {self.opts.from_step}: sqldom.yaml declares no workshop",
+                             hint="--from-step names a step of `steps:` in sqldom.yaml")
+        return any(row.kind == CONTAINER for row in plan.prev.values())
+
+    def run_workshop(self, plan: Plan, batch: Batch, outputs_before: dict[str, OutputRow]) -> Any:
+        """Build the chain's due steps into ``batch``; returns its ``ChainResult``."""
+        from sqldom import workshop
+        from sqldom.workshop.chain import Chain, ChainInputs, ChainOptions
+
+        cur, desired = plan.current, plan.desired
+        written = {r["path"]: r["step"] for r in batch.build_upsert}
+        gone = set(batch.build_delete)
+
+        def other_outputs(path: str) -> str | None:
+            if path in written:
+                return written[path]
+            row = outputs_before.get(path)
+            return row.step if row is not None and path not in gone and row.step in desired else None
+
+        def title_of(doc: str) -> str | None:
+            facts = cur.facts(doc) or {}
+            title = facts.get("title")
+            return title if isinstance(title, str) else None
+
+        ws = plan.config.workshop
+        inputs = ChainInputs(
+            root=self.p.root, workshop=ws, source_hash=cur.source_hash, source_paths=cur.paths,
+            source_text=lambda path: cur.source_bytes(path).decode("utf-8"), title_of=title_of,
+            outputs_before=outputs_before, other_outputs=other_outputs, add_blob=self.add_blob,
+            restorable=lambda h: bool(self.restorable(h)))
+        options = ChainOptions(full=self.opts.full, from_step=self.opts.from_step, push=self.opts.push,
+                               verbose=self.opts.verbose)
+        chain = Chain(inputs, self.store, batch, options, self.sink,
+                      lambda: workshop.chain_backend(plan.config.executor, scratch_root=self.p.var / "tmp"))
+        return chain.run()
 
     def candidates(self, sc: ScanResult, cur: Current, desired: dict[str, Desired],
                    prev: dict[str, StepRow]) -> set[str]:

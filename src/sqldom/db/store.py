@@ -45,6 +45,26 @@ class StepRow(NamedTuple):
     image_digest: str | None = None
 
 
+class ContainerRow(NamedTuple):
+    """A workshop step as last recorded (``steps`` rows of kind ``container``)."""
+
+    id: str
+    status: str
+    last_run: int | None
+    reason: str | None
+    image_tag: str | None
+    image_digest: str | None
+    image_id: str | None
+    image_pushed: str | None
+    position: int | None
+    title: str | None
+    doc: str | None
+    text: str | None
+
+
+CONTAINER_COLUMNS = ContainerRow._fields
+
+
 class OutputRow(NamedTuple):
     path: str
     hash: str
@@ -80,11 +100,15 @@ class Batch:
     problems: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)
     traces: list[dict[str, Any]] = field(default_factory=list)
     executions: list[dict[str, Any]] = field(default_factory=list)
+    containers_upsert: list[dict[str, Any]] = field(default_factory=list)   # CONTAINER_COLUMNS, kind container
+    workshop_upsert: list[dict[str, Any]] = field(default_factory=list)
+    workshop_delete: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not any([self.blobs, self.sources_upsert, self.sources_delete, self.steps_upsert,
                         self.steps_delete, self.deps, self.facts, self.build_upsert, self.build_delete,
-                        self.problems, self.traces, self.executions])
+                        self.problems, self.traces, self.executions, self.containers_upsert,
+                        self.workshop_upsert, self.workshop_delete])
 
 
 TRACES_KEPT = 8
@@ -130,6 +154,14 @@ class Store:
         rows = self._q("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
                        "image_digest from steps")
         return {r[0]: StepRow._make(r) for r in rows}
+
+    def containers(self) -> dict[str, ContainerRow]:
+        """Workshop steps, by id."""
+        rows = self._q(f"select {', '.join(CONTAINER_COLUMNS)} from steps where kind = 'container'")
+        return {r[0]: ContainerRow._make(r) for r in rows}
+
+    def workshops(self) -> list[str]:
+        return [r[0] for r in self._q("select name from workshop")]
 
     def outputs(self) -> dict[str, OutputRow]:
         rows = self._q("select path, hash, step, size, mtime_ns, ctime_ns, inode, mirrored_ns from build")
@@ -391,6 +423,18 @@ class Store:
                 cols = [c for c in b.steps_upsert[0] if c != "id"]
                 conn.execute(s.on_conflict_do_update(index_elements=["id"], set_={c: s.excluded[c] for c in cols}),
                              b.steps_upsert)
+            if b.containers_upsert:
+                s = upsert(t.steps)
+                cols = [c for c in b.containers_upsert[0] if c != "id"]
+                conn.execute(s.on_conflict_do_update(index_elements=["id"], set_={c: s.excluded[c] for c in cols}),
+                             b.containers_upsert)
+            for part in chunks(b.workshop_delete):
+                conn.execute(delete(t.workshop).where(t.workshop.c.name.in_(part)))
+            if b.workshop_upsert:
+                s = upsert(t.workshop)
+                cols = [c for c in b.workshop_upsert[0] if c != "name"]
+                conn.execute(s.on_conflict_do_update(index_elements=["name"],
+                                                     set_={c: s.excluded[c] for c in cols}), b.workshop_upsert)
             if b.deps:
                 keys = list(b.deps)
                 conn.execute(delete(t.deps).where(t.deps.c.step == _bp("step"), t.deps.c.phase == _bp("phase")),

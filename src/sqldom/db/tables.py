@@ -80,8 +80,14 @@ steps = Table(
     Column("parser", Text, nullable=True, comment="name of the parse function"),
     Column("writer", Text, nullable=True, comment="name of the write/page function"),
     Column("output", Text, nullable=True, comment="planned output path"),
-    Column("image_tag", Text, nullable=True),
-    Column("image_digest", Text, nullable=True),
+    Column("image_tag", Text, nullable=True, comment="container step: <workshop.image>:<step-id>"),
+    Column("image_digest", Text, nullable=True, comment="container step: manifest digest a learner pulls"),
+    Column("image_id", Text, nullable=True, comment="container step: the engine's image ID (or OCI archive digest)"),
+    Column("image_pushed", Text, nullable=True, comment="container step: the digest last pushed to the registry"),
+    Column("position", Integer, nullable=True, comment="container step: 1-based place in the chain"),
+    Column("title", Text, nullable=True, comment="container step: title of its doc"),
+    Column("doc", Text, nullable=True, comment="container step: its doc, relative to content/"),
+    Column("text", Text, nullable=True, comment="container step: its doc's Markdown"),
     comment="One row per step (a unit of work).",
 )
 
@@ -172,5 +178,8 @@ workshop = Table(
     Column("image", Text, nullable=False, comment="tag prefix of the step images"),
     Column("base_image", Text, nullable=False),
     Column("updated_run", Integer, nullable=True),
+    Column("executor", Text, nullable=True, comment="podman | dagger: where the images were built"),
+    Column("base_id", Text, nullable=True, comment="identity of the base image the chain was built FROM"),
+    Column("steps", Integer, nullable=True, comment="number of steps in the chain"),
     comment="One row per container workshop.",
 )

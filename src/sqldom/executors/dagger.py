@@ -272,6 +272,15 @@ def _open_session(connect_timeout: float) -> _Session:
         return _session
 
 
+def open_session(connect_timeout: float = 10.0) -> _Session:
+    """The process's one Dagger session, opened on first use.
+
+    Public so that other Dagger users in sqldom (the workshop chain) share this
+    session and its event-loop thread instead of starting a second engine session.
+    """
+    return _open_session(connect_timeout)
+
+
 def close_session() -> None:
     global _session
     with _session_lock:

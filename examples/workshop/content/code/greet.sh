@@ -1,0 +1,3 @@
+#!/bin/sh
+# greet NAME: the workshop's first program
+echo "$GREETING, ${1:-you}!"
