@@ -1,3 +1,0 @@
-#!/bin/sh
-# greet NAME: the workshop's first program
-echo "$GREETING, ${1:-you}!"
