@@ -125,8 +125,12 @@ class ChainBackend(Protocol):
         """The identity of the base image (pulling it when absent); raises ExecutorError if unavailable."""
         ...
 
-    def present(self, image_id: str, digest: str, archive: Path | None) -> bool:
-        """Whether a step image recorded earlier still exists where this backend keeps images."""
+    def present(self, image_id: str, digest: str, archive: Path | None, tag: str | None = None) -> bool:
+        """Whether a step image recorded earlier still exists where this backend keeps images.
+
+        With ``tag``: and is still reachable under that name (podman: the tag names that
+        image ID), so a step whose tag was removed or moved is noticed and re-tagged.
+        """
         ...
 
     def build_step(self, job: StepJob, *, on_output: OnOutput | None = None) -> Built | StepFailure:

@@ -269,9 +269,12 @@ class Chain:
             return why
         if rec.status in (FAILED,):
             return None
-        if not rec.image_id or not self.backend().present(rec.image_id, rec.image_digest or "",
-                                                           self.archive(step.id)):
-            what = f"image {short((rec.image_id or ABSENT).split(':')[-1])} is gone from {self.backend().name}"
+        backend, archive = self.backend(), self.archive(step.id)
+        if not rec.image_id or not backend.present(rec.image_id, rec.image_digest or "", archive):
+            what = f"image {short((rec.image_id or ABSENT).split(':')[-1])} is gone from {backend.name}"
+            return what, what
+        if not backend.present(rec.image_id, rec.image_digest or "", archive, tag=rec.image_tag):
+            what = f"tag {rec.image_tag} no longer names image {short(rec.image_id.split(':')[-1])}"
             return what, what
         return None
 
@@ -285,7 +288,8 @@ class Chain:
         t = time.perf_counter()
         try:
             backend = self.backend()
-            restored = None if self.opts.full else self.restore(ws, step, reads)
+            forced = self.opts.full or why[0].startswith("--from-step")
+            restored = None if forced else self.restore(ws, step, reads)
             if restored is not None:
                 published, outputs = restored
                 status = RESTORED

@@ -101,21 +101,15 @@ def output_root(path: str) -> str:
 def read_tree(root: Path) -> dict[str, bytes]:
     """Every regular file under ``root`` (exported outputs), keyed by its path relative to ``root``.
 
-    A symlink is read only while it resolves inside ``root``: one pointing out
-    would read a host file the step never produced.
+    Symlinks are skipped, as the podman backend does: one pointing out of the
+    export would read a host file the step never produced.
     """
-    real_root = root.resolve()
     found: dict[str, bytes] = {}
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             path = Path(dirpath, name)
-            try:
-                real = path.resolve(strict=True)
-                real.relative_to(real_root)
-                if stat.S_ISREG(real.stat().st_mode):
-                    found[path.relative_to(root).as_posix()] = real.read_bytes()
-            except (OSError, ValueError, RuntimeError):
-                continue
+            if stat.S_ISREG(path.lstat().st_mode):
+                found[path.relative_to(root).as_posix()] = path.read_bytes()
     return dict(sorted(found.items()))
 
 
@@ -176,7 +170,6 @@ async def run_step(client: dagger.Client, job: StepJob, scratch: Path,
         return int((time.monotonic() - started) * 1000)
 
     ctr = step_container(client, job)
-    command, stdout, stderr = "", "", ""
     for command in job.commands:
         ctr = ctr.with_exec(["sh", "-c", command], expect=dagger.ReturnType.ANY)
         code, stdout, stderr = await _exec_result(ctr, on_output)
@@ -186,7 +179,7 @@ async def run_step(client: dagger.Client, job: StepJob, scratch: Path,
         ctr = ctr.without_secret_variable(name)
     for path in job.outputs:
         if not await export_output(ctr, path, scratch):
-            return StepFailure(command, 0, bounded(stdout), bounded(stderr), elapsed(), missing_output=path)
+            return StepFailure("", 0, "", "", elapsed(), missing_output=path)   # as podman reports it
     ctr = await ctr.sync()           # a step with no commands or outputs is evaluated here, not at publish
     return Built(image=await ctr.id(), outputs=read_tree(scratch), duration_ms=elapsed())
 
@@ -239,7 +232,7 @@ async def write_archive(ctr: dagger.Container, archive: Path) -> str:
     archive.parent.mkdir(parents=True, exist_ok=True)
     part = archive.with_name(f".{archive.name}.{uuid.uuid4().hex}.part")
     try:
-        await ctr.export(str(part))
+        await ctr.export(str(part), forced_compression=dagger.ImageLayerCompression.Gzip)
         digest = archive_digest(part)
         if digest is None:
             raise ExecutorError(f"the Dagger engine wrote no readable OCI archive at {part}", executor=NAME,
@@ -308,8 +301,12 @@ class DaggerChain:
     def close(self) -> None:
         close_session()
 
-    def present(self, image_id: str, digest: str, archive: Path | None) -> bool:
-        """The engine keeps no images between sessions: a step image exists here as its archive."""
+    def present(self, image_id: str, digest: str, archive: Path | None, tag: str | None = None) -> bool:
+        """The engine keeps no images between sessions: a step image exists here as its archive.
+
+        ``tag`` changes nothing: the archive is named after the step, as the tag is,
+        so the archive holding ``image_id`` is also what the tag names here.
+        """
         return bool(image_id) and archive is not None and archive.is_file() and archive_digest(archive) == image_id
 
     def base_identity(self, image: str) -> str:

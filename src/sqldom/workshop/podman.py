@@ -72,7 +72,7 @@ class PodmanChain:
     def __init__(self, *, storage_root: Path | None = None, scratch_root: Path | None = None) -> None:
         self.storage = Storage(storage_root)
         self.scratch_root = scratch_root
-        self._ids: set[str] | None = None
+        self._tags: dict[str, set[str]] | None = None     # image ID -> its tags, listed once
 
     # ---- the protocol ---------------------------------------------------------------------
 
@@ -100,13 +100,20 @@ class PodmanChain:
                 raise ExecutorError(f"base image {image} was pulled but cannot be inspected", executor=NAME)
         return found
 
-    def present(self, image_id: str, digest: str, archive: Path | None) -> bool:
-        if self._ids is None:
-            proc = _run([*self.storage.podman(), "images", "--quiet", "--no-trunc"], timeout=COMMAND_TIMEOUT)
+    def present(self, image_id: str, digest: str, archive: Path | None, tag: str | None = None) -> bool:
+        """The image is in the store (and, given ``tag``, that tag still names it). One listing per build."""
+        if self._tags is None:
+            proc = _run([*self.storage.podman(), "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"],
+                        timeout=COMMAND_TIMEOUT)
             if proc.returncode != 0:
                 raise ExecutorError(f"podman cannot list its images: {_last_line(proc.stderr)}", executor=NAME)
-            self._ids = {_full_id(line) for line in proc.stdout.split() if line.strip()}
-        return _full_id(image_id) in self._ids
+            self._tags = {}
+            for line in proc.stdout.splitlines():
+                ident, _, ref = line.strip().partition(" ")
+                if ident:
+                    self._tags.setdefault(_full_id(ident), set()).add(ref)
+        refs = self._tags.get(_full_id(image_id))
+        return refs is not None and (tag is None or tag in refs)
 
     def build_step(self, job: StepJob, *, on_output: OnOutput | None = None) -> Built | StepFailure:
         started = time.monotonic()
@@ -147,8 +154,6 @@ class PodmanChain:
                 _run([*buildah, "rmi", image], timeout=COMMAND_TIMEOUT)
                 return StepFailure(command="", exit_code=0, stdout="", stderr="", duration_ms=ms,
                                    missing_output=missing)
-            if self._ids is not None:
-                self._ids.add(image)
             return Built(image=image, outputs=outputs, duration_ms=ms)
         finally:
             if ctr:
@@ -167,6 +172,8 @@ class PodmanChain:
                                 hint=f"is {repository} a valid image repository name?")
         if push:
             self._push(image, second, insecure=insecure)
+        if self._tags is not None:
+            self._tags.setdefault(image, set()).update((first, second))
         return Published(image_id=image, digest=digest, tags=(first, second), pushed=push)
 
     # ---- helpers ----------------------------------------------------------------------------
