@@ -52,6 +52,11 @@ class Script:
     stdout: str = ""
     stderr: str = ""
     files: dict[str, bytes] = field(default_factory=dict)     # container path -> bytes (what exists)
+    dirs: dict[str, dict[str, bytes]] = field(default_factory=dict)   # container folder -> {relative path: bytes}
+    commands: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # `sh -c` command -> code, out, err
+    archive: bytes | None = None                              # what Container.export writes (an OCI tar)
+    registry_digest: str = ""                                 # what Container.publish returns after the "@"
+    image_ref: str = ""                                       # what Container.imageRef returns
     exec_error: dict[str, Any] | None = None                  # extensions of an EXEC_ERROR on sync
     query_error: str | None = None                            # a plain (non-exec) error on sync
     sync_delay: float = 0.0
@@ -88,18 +93,23 @@ def answer(script: Script, document: graphql.DocumentNode) -> dict[str, Any]:
             if script.query_error is not None:
                 raise _Answer([{"message": script.query_error}])
             return "fake-container-id"
-        if name == "exitCode":
-            return script.exit_code
-        if name in ("stdout", "stderr"):
-            return getattr(script, name)
+        if name in ("exitCode", "stdout", "stderr"):
+            code, stdout, stderr = _exec_result(script, path)
+            return {"exitCode": code, "stdout": stdout, "stderr": stderr}[name]
         if name == "version":
             return "v0.21.11"
         if name == "exists":
-            return args["path"] in script.files
+            is_file, is_dir = args["path"] in script.files, args["path"] in script.dirs
+            return {"REGULAR_TYPE": is_file, "DIRECTORY_TYPE": is_dir}.get(args.get("expectedType", ""),
+                                                                          is_file or is_dir)
         if name == "export":
-            source = next(p for p in reversed(path[:-1]) if p.name.value == "file")
-            Path(args["path"]).write_bytes(script.files[_args(source)["path"]])
-            return args["path"]
+            return _export(script, path, args["path"])
+        if name == "publish":
+            assert script.registry_digest, "the script has no registry digest to answer publish with"
+            return f"{args['address']}@{script.registry_digest}"
+        if name == "imageRef":
+            assert script.image_ref, "the script has no imageRef"
+            return script.image_ref
         raise AssertionError(f"the fake engine has no answer for {name}")
 
     def walk(selection_set: graphql.SelectionSetNode, path: list[graphql.FieldNode]) -> dict[str, Any]:
@@ -120,6 +130,59 @@ def answer(script: Script, document: graphql.DocumentNode) -> dict[str, Any]:
     op = document.definitions[0]
     assert isinstance(op, graphql.OperationDefinitionNode)
     return walk(op.selection_set, [])
+
+
+def _exec_result(script: Script, path: list[graphql.FieldNode]) -> tuple[int, str, str]:
+    """The last exec's result: from ``script.commands`` by its ``sh -c`` command, else the script's default.
+
+    A code from 128 to 191 is a signal: like the engine with ``expect: ANY``, the
+    fake answers with an EXEC_ERROR rather than an exit code.
+    """
+    execs = [p for p in path if p.name.value == "withExec"]
+    command = _args(execs[-1])["args"][-1] if execs else None
+    if command not in script.commands:
+        return script.exit_code, script.stdout, script.stderr
+    code, stdout, stderr = script.commands[command]
+    if 128 <= code <= 191:
+        raise _Answer([{"message": f"process \"sh -c {command}\" did not complete successfully: exit code: {code}",
+                        "extensions": {"_type": "EXEC_ERROR", "cmd": ["sh", "-c", command], "exitCode": code,
+                                       "stdout": stdout, "stderr": stderr}}])
+    return code, stdout, stderr
+
+
+def _export(script: Script, path: list[graphql.FieldNode], dest: str) -> str:
+    """``export`` of a container's file, folder (written to ``dest``) or whole image (an OCI tar)."""
+    kind = path[-2].name.value if len(path) > 1 else ""
+    if kind == "file":
+        Path(dest).write_bytes(script.files[_args(path[-2])["path"]])
+    elif kind == "directory":
+        for rel, data in script.dirs[_args(path[-2])["path"]].items():
+            target = Path(dest, rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    else:
+        assert script.archive is not None, "the script has no OCI archive for Container.export"
+        Path(dest).write_bytes(script.archive)
+    return dest
+
+
+def oci_archive(digest: str, ref_name: str = "") -> bytes:
+    """A minimal OCI image-layout tar (``oci-layout`` and ``index.json``), as ``Container.export`` writes."""
+    import io
+    import tarfile
+    manifest: dict[str, Any] = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                "digest": digest, "size": 1234}
+    if ref_name:
+        manifest["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
+    members = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+               "index.json": json.dumps({"schemaVersion": 2, "manifests": [manifest]}).encode()}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 class FakeSession:

@@ -251,10 +251,11 @@ class Chain:
     def backend_name(self) -> str | None:
         return None if self._backend is None or isinstance(self._backend, ExecutorError) else self._backend.name
 
-    @staticmethod
-    def parent_of(ws: Workshop, step: StepSpec, tag: str, digest: str, pushed: bool) -> Parent:
+    def parent_of(self, ws: Workshop, step: StepSpec, tag: str, digest: str, pushed: bool) -> Parent:
+        """The next step's FROM. Dagger keeps no local store: unpushed steps are read from their OCI archive."""
+        archive = self.archive(step.id) if self.backend_name() == "dagger" and not pushed else None
         return Parent(ref=tag or f"{ws.image}:{step.id}", digest=digest, stable_name=f"{ws.image}:{step.id}",
-                      pushed=pushed, insecure=ws.insecure)
+                      pushed=pushed, insecure=ws.insecure, archive=archive)
 
     def due(self, step: StepSpec, i: int, rec: ContainerRow | None, old: list[Read] | None, reads: list[Read],
             forced: int | None) -> tuple[str, str] | None:
