@@ -636,6 +636,10 @@ class Build:
 
     def run_workshop(self, plan: Plan, batch: Batch, outputs_before: dict[str, OutputRow]) -> Any:
         """Build the chain's due steps into ``batch``; returns its ``ChainResult``."""
+        return self.workshop_chain(plan, batch, outputs_before).run()
+
+    def workshop_chain(self, plan: Plan, batch: Batch, outputs_before: dict[str, OutputRow]) -> Any:
+        """The workshop's ``Chain`` over this build's current values (``status`` asks it what is due)."""
         from sqldom import workshop
         from sqldom.workshop.chain import Chain, ChainInputs, ChainOptions
 
@@ -662,9 +666,8 @@ class Build:
             restorable=lambda h: bool(self.restorable(h)))
         options = ChainOptions(full=self.opts.full, from_step=self.opts.from_step, push=self.opts.push,
                                verbose=self.opts.verbose)
-        chain = Chain(inputs, self.store, batch, options, self.sink,
-                      lambda: workshop.chain_backend(plan.config.executor, scratch_root=self.p.var / "tmp"))
-        return chain.run()
+        return Chain(inputs, self.store, batch, options, self.sink,
+                     lambda: workshop.chain_backend(plan.config.executor, scratch_root=self.p.var / "tmp"))
 
     def candidates(self, sc: ScanResult, cur: Current, desired: dict[str, Desired],
                    prev: dict[str, StepRow]) -> set[str]:

@@ -82,6 +82,11 @@ def _plan_items(project: Project, store: Store) -> list[dict[str, Any]]:
                               if r.kind == "fact" and (r.target in reparse or r.target in plan.removed)})
             items.append({"action": "maybe", "id": s,
                           "reason": f"reads facts of {', '.join(targets)}, which re-parse"})
+    if plan.config.workshop is not None:
+        from sqldom.db.store import Batch
+        chain = b.workshop_chain(plan, Batch(run=0), outputs)
+        for sid, reason in chain.pending():
+            items.append({"action": "build", "id": sid, "reason": reason})
     by_step = {row.step: path for path, row in outputs.items()}
     for s in plan.removed:
         items.append({"action": "delete", "id": s, "path": by_step.get(s),

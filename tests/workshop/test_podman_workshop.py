@@ -82,6 +82,10 @@ def test_editing_step_2_rebuilds_steps_2_and_3_and_keeps_step_1(workshop: Worksh
     assert first.code == 0, first.problems
     before = digests(workshop)
     p.write("code/data/cities.csv", "city,country\nLisbon,Portugal\nOslo,Norway\nRome,Italy\n")
+    # status says so first, executing nothing
+    status = p.cli("status", "-C", str(p.root)).stdout
+    assert "step-2-data: files under code/data changed" in status
+    assert "step-3-secret: if step-2-data gets a new digest" in status and "step-1-setup" not in status
     r = p.build()
     assert r.code == 0, r.stderr
     assert {s: st for s, st in r.steps.items() if s in STEPS} == {"step-2-data": "built", "step-3-secret": "built"}

@@ -194,6 +194,45 @@ class Chain:
             self.close()
         return self.result
 
+    def pending(self) -> list[tuple[str, str]]:
+        """(step, reason) for each step the next build would execute, executing nothing (``status``).
+
+        After the first due step the later ones are listed as depending on it: whether
+        they rebuild depends on the digest it gets (an identical image keeps them).
+        """
+        ws = self.inputs.workshop
+        if ws is None:
+            return []
+        recorded = self.store.containers()
+        deps = self.store.deps_of(list(recorded)) if recorded else {}
+        forced = ws.index(self.opts.from_step) if self.opts.from_step in {s.id for s in ws.steps} else None
+        out: list[tuple[str, str]] = []
+        parent_digest = ""
+        first_due: str | None = None
+        try:
+            for i, step in enumerate(ws.steps):
+                rec = recorded.get(step.id)
+                if first_due is not None:
+                    out.append((step.id, f"if {first_due} gets a new digest"))
+                    continue
+                if i == 0:
+                    parent = Read("image", ws.base_image, self.backend().name, self.backend().base_identity(ws.base_image))
+                else:
+                    parent = Read("parent", ws.steps[i - 1].id, "", parent_digest or ABSENT)
+                why = self.due(step, i, rec, deps.get((step.id, PHASE)), step_reads(step, ws, self.inputs, parent),
+                               forced)
+                if why is None and rec is not None and rec.status == FAILED:
+                    break     # it failed on these inputs and is not retried; the rest stays blocked
+                if why is not None:
+                    out.append((step.id, why[0]))
+                    first_due = step.id
+                parent_digest = rec.image_digest or "" if rec is not None else ""
+        except ExecutorError as e:
+            out.append(("workshop", f"cannot check the images: {e.message}"))
+        finally:
+            self.close()
+        return out
+
     def walk(self, ws: Workshop, recorded: dict[str, ContainerRow], deps: dict[tuple[str, str], list[Read]],
              first_time: bool) -> None:
         forced = ws.index(self.opts.from_step) if self.opts.from_step is not None else None
