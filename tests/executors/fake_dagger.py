@@ -7,12 +7,24 @@ it never runs a container. Two ways in, both verified in dagger-notes §4:
 
 - ``FakeSession``: plugged into ``dagger.Client.from_connection`` (no I/O);
 - ``FakeEngine``: an HTTP server speaking the engine's protocol, so the SDK's
-  real ``dagger.connection()`` attaches to it via ``DAGGER_SESSION_PORT``.
+  real ``dagger.connection()`` attaches to it via ``DAGGER_SESSION_PORT``; it
+  serves any number of sessions, one after another or at once (e.g. several
+  ``sqldom build`` subprocesses), all answering from the one script.
+
+By default every ``id`` is a fresh counter value and ``Container.export`` writes
+``Script.archive``. With ``Script(content_ids=True)`` the fake behaves like the
+engine's content-addressed cache instead: an object's id is a hash of the
+fields that made it (ids it was given stand for the chains behind them, a host
+file or folder also for its bytes, a secret for its name, not its value), so
+the same pipeline on the same inputs gets the same id; exporting a whole
+container writes an OCI archive whose digest is derived from its id, and
+``Script.images`` maps that digest back to the fields that built the image.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import threading
@@ -60,7 +72,10 @@ class Script:
     exec_error: dict[str, Any] | None = None                  # extensions of an EXEC_ERROR on sync
     query_error: str | None = None                            # a plain (non-exec) error on sync
     sync_delay: float = 0.0
+    content_ids: bool = False                                 # ids and archive digests from content (see above)
     sent: list[str] = field(default_factory=list)             # every query, printed
+    made: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)   # content id -> its fields
+    images: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)  # archive digest -> fields
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)   # every field selected, with args
 
 
@@ -83,6 +98,8 @@ def answer(script: Script, document: graphql.DocumentNode) -> dict[str, Any]:
     def leaf(node: graphql.FieldNode, path: list[graphql.FieldNode]) -> Any:
         name = node.name.value
         args = _args(node)
+        if name == "id" and script.content_ids:
+            return _content_id(script, path[:-1])
         if name == "id":
             counter[0] += 1
             return f"fake-{path[-2].name.value if len(path) > 1 else 'obj'}-id-{counter[0]}"
@@ -92,7 +109,7 @@ def answer(script: Script, document: graphql.DocumentNode) -> dict[str, Any]:
                                 "extensions": {"_type": "EXEC_ERROR", **script.exec_error}}])
             if script.query_error is not None:
                 raise _Answer([{"message": script.query_error}])
-            return "fake-container-id"
+            return _content_id(script, path[:-1]) if script.content_ids else "fake-container-id"
         if name in ("exitCode", "stdout", "stderr"):
             code, stdout, stderr = _exec_result(script, path)
             return {"exitCode": code, "stdout": stdout, "stderr": stderr}[name]
@@ -160,10 +177,49 @@ def _export(script: Script, path: list[graphql.FieldNode], dest: str) -> str:
             target = Path(dest, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+    elif script.archive is None and script.content_ids:
+        ident = _content_id(script, path[:-1])
+        digest = "sha256:" + hashlib.sha256(ident.encode()).hexdigest()
+        script.images[digest] = script.made.get(ident, [])
+        Path(dest).write_bytes(oci_archive(digest))
     else:
         assert script.archive is not None, "the script has no OCI archive for Container.export"
         Path(dest).write_bytes(script.archive)
     return dest
+
+
+def _content_id(script: Script, fields: list[graphql.FieldNode]) -> str:
+    """The id of the object ``fields`` select, from what made it (``content_ids``); recorded in ``script.made``.
+
+    ``node(id: X)`` stands for the fields that made X, so loading an object and
+    asking its id gives X back. A secret's plaintext is left out: the id names it.
+    """
+    chain: list[tuple[str, dict[str, Any]]] = []
+    for i, node in enumerate(fields):
+        name, args = node.name.value, _args(node)
+        if i == 0 and name == "node":
+            if len(fields) == 1:
+                return str(args["id"])
+            chain = list(script.made.get(args["id"], [("node", args)]))
+            continue
+        args.pop("plaintext", None)
+        if i > 0 and fields[i - 1].name.value == "host" and name in ("file", "directory"):
+            args["content"] = _host_hash(Path(args["path"]))
+        chain.append((name, args))
+    ident = "fake-id-" + hashlib.sha256(json.dumps(chain, sort_keys=True).encode()).hexdigest()
+    script.made.setdefault(ident, chain)
+    return ident
+
+
+def _host_hash(path: Path) -> str:
+    """What a host file or folder holds, as the engine would cache it: its bytes (a folder: every file's)."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    if path.is_dir():
+        files = sorted((p.relative_to(path).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())
+                       for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+    return "absent"
 
 
 def oci_archive(digest: str, ref_name: str = "") -> bytes:
