@@ -249,3 +249,16 @@ def test_a_missing_secret_stops_the_build_before_any_image_is_built(workshop: Wo
     assert r.code == 2
     assert "sqldom.yaml:" in r.stderr and "WORKSHOP_API_TOKEN" in r.stderr and "export" in r.stderr
     assert workshop.image_id(workshop.tag("step-1-setup")) is None
+
+
+def test_a_secret_read_from_a_file_outside_content(workshop: Workshop) -> None:
+    p = workshop.project
+    (p.root / "token.txt").write_text("file-token-5e1d\n")
+    workshop.edit_yaml("env:WORKSHOP_API_TOKEN", "file:token.txt")
+    r = ok(p.build())
+    assert r.steps["step-3-secret"] == "built"
+    assert p.text("step-3-secret/workshop/token-check.txt") == f"the token has {len('file-token-5e1d')} characters\n"
+    assert [f for f, data in _bytes_under(p.root / "var") if b"file-token-5e1d" in data] == []
+    # its value is not part of the key: a new token rebuilds nothing
+    (p.root / "token.txt").write_text("another-token\n")
+    assert ok(p.build()).steps == {}
