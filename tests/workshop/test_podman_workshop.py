@@ -262,3 +262,23 @@ def test_a_secret_read_from_a_file_outside_content(workshop: Workshop) -> None:
     # its value is not part of the key: a new token rebuilds nothing
     (p.root / "token.txt").write_text("another-token\n")
     assert ok(p.build()).steps == {}
+
+
+def test_removing_a_step_or_the_workshop_removes_their_rows_and_outputs(workshop: Workshop) -> None:
+    p = workshop.project
+    ok(p.build())
+    text = workshop.yaml()
+    step3 = text[text.index("  - id: step-3-secret"):]
+    workshop.edit_yaml(step3, "")
+    r = ok(p.build())
+    assert "step-3-secret/workshop/token-check.txt" in r.deleted
+    assert p.output("step-3-secret/workshop/token-check.txt") is None
+    assert p.query("select id from steps where kind = 'container' order by position") == [
+        ("step-1-setup",), ("step-2-data",)]
+    # no workshop at all: every container step and the workshop row go; the documents stay
+    (p.root / "sqldom.yaml").write_text("executor: podman\n")
+    r = ok(p.build())
+    assert p.query("select count(*) from steps where kind = 'container'") == [(0,)]
+    assert p.query("select count(*) from workshop") == [(0,)]
+    assert not (p.root / "build" / "step-1-setup").exists()
+    assert p.text("steps/01-setup.html") is not None
