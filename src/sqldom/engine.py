@@ -305,7 +305,7 @@ class Session:
         steps = self.steps if self.steps is not None else {}
         for sid in batch.steps_delete:
             steps.pop(sid, None)
-        for r in batch.steps_upsert:
+        for r in [*batch.steps_upsert, *batch.containers_upsert]:
             steps[r["id"]] = StepRow(r["id"], r["kind"], r["status"], r["parser"], r["writer"], r["output"],
                                      r["last_run"], r["reason"], r["image_tag"], r["image_digest"])
         self.recorded, self.steps, self.outputs = recorded, steps, outputs
