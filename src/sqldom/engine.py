@@ -15,6 +15,7 @@ did not finish, or when the rules changed, every step is verified.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -662,6 +663,7 @@ class Build:
         inputs = ChainInputs(
             root=self.p.root, workshop=ws, source_hash=cur.source_hash, source_paths=cur.paths,
             source_text=lambda path: cur.source_bytes(path).decode("utf-8"), title_of=title_of,
+            is_executable=lambda path: os.access(self.p.content / path, os.X_OK),
             outputs_before=outputs_before, other_outputs=other_outputs, add_blob=self.add_blob,
             restorable=lambda h: bool(self.restorable(h)))
         options = ChainOptions(full=self.opts.full, from_step=self.opts.from_step, push=self.opts.push,

@@ -172,7 +172,7 @@ def test_step_pipeline_shape_from_a_pushed_parent_on_a_fake_dagger_engine(
         ("from", {"address": f"{REPO}:step-1-setup@{PARENT_DIGEST}"}),
         ("withAnnotation", {"name": BASE_NAME, "value": "intro/step-1"}),
         ("withAnnotation", {"name": BASE_DIGEST, "value": PARENT_DIGEST}),
-        ("withFile", {"path": "/workshop/app.py", "source": file_id}),
+        ("withFile", {"path": "/workshop/app.py", "source": file_id, "permissions": 0o644}),   # mode normalised
         ("withDirectory", {"path": "/workshop/sql", "source": dir_id}),
         ("withNewFile", {"path": "/workshop/NOTES", "contents": "inline text: é\n"}),
         ("withEnvVariable", {"name": "APP_ENV", "value": "dev"}),

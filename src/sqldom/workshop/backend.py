@@ -56,11 +56,42 @@ class Parent:
 
 @dataclass(frozen=True)
 class FileCopy:
-    """One ``files[]`` entry, resolved: a host file or folder, or inline bytes, to an absolute target."""
+    """One ``files[]`` entry, resolved: a host file or folder, or inline bytes, to an absolute target.
+
+    What lands in the image is exactly what the step's key covers: a folder
+    contributes only ``members`` (the sources sqldom scanned under it: no empty
+    folders, dotfiles or editor backups), and every file gets mode 0755 when
+    executable, else 0644, whatever else the host's modes say.
+    """
 
     target: str                     # absolute path in the image; a folder source lands *as* this folder
     source: Path | None = None      # host path (file or folder), or None for inline content
     content: bytes | None = None
+    members: tuple[tuple[str, bool], ...] | None = None   # folder: (path relative to it, executable) per file
+    executable: bool = False        # file source: mode 0755 (else 0644)
+
+
+def file_mode(executable: bool) -> int:
+    return 0o755 if executable else 0o644
+
+
+def stage_folder(copy: FileCopy, dest: Path) -> Path:
+    """A copy of the folder ``copy.source`` at ``dest`` holding exactly its ``members``, modes normalised.
+
+    Backends copy this instead of the folder itself, so an empty folder, an
+    ignored file or a mode the key does not record never reaches a layer.
+    """
+    import os
+    import shutil
+    assert copy.source is not None and copy.members is not None
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, executable in copy.members:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(copy.source / rel, target)
+        target.chmod(file_mode(executable))
+        os.utime(target, (0, 0))      # a fixed mtime: the copy is the same on every build
+    return dest
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
 from sqldom.model import BUILT, FAILED, RESTORED, Problem, Read
 from sqldom.plan import change_reason, short
 from sqldom.workshop.backend import Built, ChainBackend, FileCopy, Parent, Published, StepFailure, StepJob
-from sqldom.workshop.spec import StepSpec, Workshop, check_secrets, secret_values
+from sqldom.workshop.spec import FileSpec, StepSpec, Workshop, check_secrets, secret_values
 
 KIND = "container"
 PHASE = "image"
@@ -74,6 +74,7 @@ class ChainInputs:
     source_paths: Callable[[], list[str]]
     source_text: Callable[[str], str]
     title_of: Callable[[str], str | None]
+    is_executable: Callable[[str], bool]              # content path -> has an executable bit
     outputs_before: Mapping[str, OutputRow]
     other_outputs: Callable[[str], str | None]       # build path -> the document step that writes it, if any
     add_blob: Callable[[str, bytes], None]
@@ -96,21 +97,28 @@ def redact(text: str, secrets: Mapping[str, str]) -> str:
     return text
 
 
+def folder_members(folder: str, inputs: ChainInputs) -> list[str]:
+    """The sources under ``folder`` (content paths), as the scan saw them: what a folder copy takes."""
+    prefix = folder + "/"
+    return [p for p in inputs.source_paths() if p.startswith(prefix)]
+
+
 def step_reads(step: StepSpec, ws: Workshop, inputs: ChainInputs, parent: Read) -> list[Read]:
-    """The step's key as reads (pure given the current source hashes)."""
+    """The step's key as reads: everything that decides the image's bytes, and nothing else.
+
+    A file's executable bit is part of it (the copy is 0755 or 0644); a folder
+    is one ``tree`` read over its sources' paths, hashes and executable bits.
+    """
     reads = [Read("spec", "step", "", hash_json({"recipe": step.recipe(), "repository": ws.image})), parent]
-    paths: list[str] | None = None
     for f in step.files:
         if f.source is None:
             continue
         h = inputs.source_hash(f.source)
         if h is not None:
             reads.append(Read("source", f.source, "", h))
+            reads.append(Read("mode", f.source, "", "755" if inputs.is_executable(f.source) else "644"))
             continue
-        if paths is None:
-            paths = inputs.source_paths()
-        prefix = f.source + "/"
-        tree = [(p, inputs.source_hash(p)) for p in paths if p.startswith(prefix)]
+        tree = [(p, inputs.source_hash(p), inputs.is_executable(p)) for p in folder_members(f.source, inputs)]
         reads.append(Read("tree", f.source, "", hash_json(tree) if tree else ABSENT))
     return reads
 
@@ -124,6 +132,8 @@ def describe_change(read: Read, now: str) -> str:
         return f"base image {read.target} changed"
     if read.kind == "tree":
         return f"files under {read.target} changed"
+    if read.kind == "mode":
+        return f"mode of {read.target} changed"
     return change_reason(read, now)
 
 
@@ -364,10 +374,18 @@ class Chain:
 
     def job(self, step: StepSpec, parent: Parent, secrets: Mapping[str, str]) -> StepJob:
         content = self.inputs.root / "content"
-        files = tuple(FileCopy(f.target, source=content / f.source) if f.source is not None
-                      else FileCopy(f.target, content=(f.content or "").encode("utf-8")) for f in step.files)
+        files = tuple(self.copy_of(f, content) for f in step.files)
         return StepJob(step=step.id, parent=parent, files=files, env=step.env, secrets=dict(secrets),
                        commands=step.commands, outputs=step.outputs)
+
+    def copy_of(self, f: FileSpec, content: Path) -> FileCopy:
+        if f.source is None:
+            return FileCopy(f.target, content=(f.content or "").encode("utf-8"))
+        if self.inputs.source_hash(f.source) is not None:
+            return FileCopy(f.target, source=content / f.source, executable=self.inputs.is_executable(f.source))
+        prefix = len(f.source) + 1
+        members = tuple((p[prefix:], self.inputs.is_executable(p)) for p in folder_members(f.source, self.inputs))
+        return FileCopy(f.target, source=content / f.source, members=members)
 
     def echo(self, step_id: str, secrets: Mapping[str, str]) -> Callable[[str], None] | None:
         if not self.opts.verbose:

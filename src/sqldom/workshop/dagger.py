@@ -32,6 +32,7 @@ import os
 import re
 import stat
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -50,7 +51,9 @@ from sqldom.workshop.backend import (
     Published,
     StepFailure,
     StepJob,
+    file_mode,
     short_digest,
+    stage_folder,
 )
 
 if TYPE_CHECKING:
@@ -129,19 +132,27 @@ def parent_container(client: dagger.Client, parent: Parent) -> dagger.Container:
     return client.container().from_(parent.ref)
 
 
-def step_container(client: dagger.Client, job: StepJob) -> dagger.Container:
-    """The step before its commands: parent, stable base annotations, files, env, secrets."""
+def step_container(client: dagger.Client, job: StepJob, staging: Path | None = None) -> dagger.Container:
+    """The step before its commands: parent, stable base annotations, files, env, secrets.
+
+    A folder with known ``members`` is staged under ``staging`` first (exactly
+    those files, modes normalised), as the podman backend does.
+    """
     parent = job.parent
     ctr = (parent_container(client, parent)
            .with_annotation(BASE_NAME, parent.stable_name or parent.ref)
            .with_annotation(BASE_DIGEST, parent.digest))
-    for copy in job.files:
+    for i, copy in enumerate(job.files):
         if copy.source is None:
             ctr = ctr.with_new_file(copy.target, _inline_text(job, copy.target, copy.content or b""))
+        elif copy.members is not None and staging is not None:
+            folder = stage_folder(copy, staging / f"files-{i}")
+            ctr = ctr.with_directory(copy.target, client.host().directory(str(folder)))
         elif copy.source.is_dir():
             ctr = ctr.with_directory(copy.target, client.host().directory(str(copy.source)))
         else:
-            ctr = ctr.with_file(copy.target, client.host().file(str(copy.source)))
+            ctr = ctr.with_file(copy.target, client.host().file(str(copy.source)),
+                                permissions=file_mode(copy.executable))
     for name, value in job.env:
         ctr = ctr.with_env_variable(name, value)
     for name, value in sorted(job.secrets.items()):
@@ -161,15 +172,20 @@ def _inline_text(job: StepJob, target: str, content: bytes) -> str:
 # ---- running it ----------------------------------------------------------------------------------
 
 async def run_step(client: dagger.Client, job: StepJob, scratch: Path,
-                   on_output: OnOutput | None = None) -> Built | StepFailure:
-    """Build ``job`` on the engine behind ``client``; outputs are exported under ``scratch``."""
+                   on_output: OnOutput | None = None, staging: Path | None = None) -> Built | StepFailure:
+    """Build ``job`` on the engine behind ``client``; outputs are exported to ``scratch/out``.
+
+    Folders are staged in ``staging`` (default ``scratch/files``): the backend
+    passes one whose path is the same on every build of the step, so the host
+    directory the engine sees differs only when its files do.
+    """
     import dagger
     started = time.monotonic()
 
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    ctr = step_container(client, job)
+    ctr = step_container(client, job, staging or scratch / "files")
     for command in job.commands:
         ctr = ctr.with_exec(["sh", "-c", command], expect=dagger.ReturnType.ANY)
         code, stdout, stderr = await _exec_result(ctr, on_output)
@@ -178,10 +194,11 @@ async def run_step(client: dagger.Client, job: StepJob, scratch: Path,
     for name in sorted(job.secrets):
         ctr = ctr.without_secret_variable(name)
     for path in job.outputs:
-        if not await export_output(ctr, path, scratch):
+        if not await export_output(ctr, path, scratch / "out"):
             return StepFailure("", 0, "", "", elapsed(), missing_output=path)   # as podman reports it
     ctr = await ctr.sync()           # a step with no commands or outputs is evaluated here, not at publish
-    return Built(image=await ctr.id(), outputs=read_tree(scratch), duration_ms=elapsed())
+    out = scratch / "out"
+    return Built(image=await ctr.id(), outputs=read_tree(out) if out.is_dir() else {}, duration_ms=elapsed())
 
 
 async def _exec_result(ctr: dagger.Container, on_output: OnOutput | None) -> tuple[int, str, str]:
@@ -321,10 +338,13 @@ class DaggerChain:
         if job.parent.insecure and job.parent.archive is None:
             hint += f"; {INSECURE_HINT}"
         scratch = scratch_dir(self.scratch_root, job.step)
+        staging = (self.scratch_root or Path(tempfile.gettempdir())) / f"sqldom-files-{job.step}"
+        remove_tree(staging)
         try:
-            return self._call(f"step {job.step}", hint, run_step, job, scratch, on_output)
+            return self._call(f"step {job.step}", hint, run_step, job, scratch, on_output, staging)
         finally:
             remove_tree(scratch)
+            remove_tree(staging)
 
     def publish(self, built_image: str, repository: str, step: str, *, push: bool, insecure: bool,
                 archive_dir: Path | None) -> Published:

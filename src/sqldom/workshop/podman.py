@@ -53,7 +53,9 @@ from sqldom.workshop.backend import (
     Published,
     StepFailure,
     StepJob,
+    file_mode,
     short_digest,
+    stage_folder,
 )
 
 NAME = "podman"
@@ -195,14 +197,17 @@ class PodmanChain:
             raise ExecutorError(f"step {job.step}: buildah could not {what}: {_last_line(proc.stderr)}",
                                 executor=NAME)
 
-    def _copy(self, ctr: str, f: FileCopy, inline: Path, job: StepJob) -> None:
+    def _copy(self, ctr: str, f: FileCopy, staging: Path, job: StepJob) -> None:
         cmd = [*self.storage.buildah(), "copy", "--quiet"]
-        if f.source is not None:
-            src = str(f.source) + ("/" if f.source.is_dir() else "")
+        if f.members is not None:
+            src = f"{stage_folder(f, staging)}/"       # the folder's contents land as the target folder
+        elif f.source is not None:
+            cmd += ["--chmod", f"{file_mode(f.executable):04o}"]
+            src = str(f.source)
         else:
-            inline.write_bytes(f.content or b"")
+            staging.write_bytes(f.content or b"")
             cmd += ["--chmod", "0644"]
-            src = str(inline)
+            src = str(staging)
         self._buildah([*cmd, ctr, src, f.target], job, f"copy {f.source or 'inline content'} to {f.target}")
 
     def _run_command(self, ctr: str, command: str, job: StepJob, on_output: OnOutput | None) -> StepFailure | None:
