@@ -15,9 +15,10 @@ did not finish, or when the rules changed, every step is verified.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from sqldom.site import PRESENT, fact_hash, glob_hash
 
 BLOB_FLUSH_BYTES = 16 << 20
 GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
+PARALLEL_MIN = 64   # parses to execute before forking workers pays for itself
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class BuildOptions:
     verbose: bool = False
     command: str = "build"
     lock_wait: float = 5.0
-    jobs: int = 0                  # parallel command steps; 0: one per core
+    jobs: int = 0                  # parallel workers (document parses, command steps); 0: one per core
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,10 @@ class Session:
         except BaseException:
             self.forget()
             raise
+        finally:
+            md = sys.modules.get("sqldom.transforms.markdown")
+            if md is not None:
+                md.discard_prepared()   # templates of parses whose write did not happen
 
     def forget(self) -> None:
         self.rules = None
@@ -347,6 +353,12 @@ class Build:
         self.hint = hint
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
+        # results computed ahead by forked workers (-j), taken by the serial pass in step order
+        self.parsed_ahead: dict[str, tuple[Any, float]] = {}
+        self.ahead_jobs = 1
+        self.writes_stream: Generator[tuple[str, Any, float], None, None] | None = None
+        self.writes_left: set[str] = set()
+        self.writes_got: dict[str, tuple[Any, float]] = {}
 
     # ---- plan -----------------------------------------------------------
 
@@ -448,6 +460,12 @@ class Build:
         return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, desired_changed)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.close_workers()
+
+    def _run(self) -> int:
         t0 = time.monotonic()
         plan = self.plan()
         sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
@@ -479,7 +497,9 @@ class Build:
         self.desired = desired
         self.cur = cur
         self.parse_due = self.due_parses(cand, desired, deps, cur)
+        self.parse_ahead()
         cur.before_facts = self.ensure_parsed
+        self.write_ahead()
         write_cand = set(cand) | set(self.parse_due)
         maybe = {(x, "*") for x in list(self.parse_due) + removed}
         if maybe:
@@ -689,7 +709,8 @@ class Build:
         t = time.perf_counter()
         o = self.outcome(s)
         o.reason, o.detail = why
-        traces = [] if self.opts.full else self.store.traces_of([s], PARSE).get(s, [])
+        ahead = self.parsed_ahead.pop(s, None)
+        traces = [] if self.opts.full or ahead is not None else self.store.traces_of([s], PARSE).get(s, [])
         trace = self.matching_trace(traces, cur.reader(s, PARSE))
         if trace is not None:
             facts = trace.results["facts"]
@@ -697,7 +718,11 @@ class Build:
             reads = trace.reads
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
         else:
-            res = run_parse(s, d.parser, cur, self.user_file)
+            if ahead is not None:
+                res, ms = ahead
+                o.ms += ms
+            else:
+                res = run_parse(s, d.parser, cur, self.user_file)
             facts, problems, reads = res.facts or {}, res.problems, res.reads
             o.statuses.append(FAILED if res.failed else BUILT)
             batch.traces.append(self.trace_row(s, PARSE, reads, {
@@ -708,6 +733,96 @@ class Build:
         batch.deps[(s, PARSE)] = reads
         batch.facts[s] = facts
         batch.problems[(s, PARSE)] = problems
+
+    def parse_ahead(self) -> None:
+        """Execute the due parses that no trace covers in forked workers, before the serial pass records them.
+
+        The serial pass (``ensure_parsed``) then takes each result instead of
+        running the parser, in the same order as without workers, so the
+        database and build/ do not depend on ``-j``. A worker also renders the
+        document's template for the built-in Markdown writer (``markdown.prepare``),
+        so the write left to the parent only fills in links and titles.
+        """
+        from sqldom import workers
+        jobs = self.opts.jobs or workers.cores()
+        if jobs < 2 or len(self.parse_due) < PARALLEL_MIN or not workers.can_fork():
+            return
+        todo = sorted(self.parse_due)
+        traces = {} if self.opts.full else self.store.traces_of(todo, PARSE)
+        run = [s for s in todo if self.matching_trace(traces.get(s, []), self.cur.reader(s, PARSE)) is None]
+        if len(run) < PARALLEL_MIN:
+            return
+        from sqldom.transforms import markdown
+        for i, (s, res, ms, prepared) in enumerate(workers.run_ordered(self._parse_in_worker, run, jobs,
+                                                                       self.store.reopen)):
+            if i % 256 == 0:
+                stop.check()
+                self.sink.progress(i, len(run), "parsing")
+            self.parsed_ahead[s] = (res, ms)
+            if prepared is not None:
+                markdown.adopt(*prepared)
+        self.ahead_jobs = jobs
+
+    def write_ahead(self) -> None:
+        """Execute, in forked workers, the writes of the documents ``parse_ahead`` parsed.
+
+        Forked once every parse result is in, so a worker sees the same facts
+        as the serial pass will; ``write_one`` takes a result when it comes to
+        that step and finds no trace to restore (otherwise it is dropped).
+        Results stream in step order, so few are held at once.
+        """
+        from sqldom import workers
+        todo = [s for s in sorted(self.parsed_ahead) if self._writes_in_python(s)]
+        if len(todo) < PARALLEL_MIN:
+            return
+        self.writes_left = set(todo)
+        self.writes_stream = workers.run_ordered(self._write_in_worker, todo, self.ahead_jobs, self.store.reopen)
+        from sqldom.transforms import markdown
+        markdown.discard_prepared()   # the workers have them now
+
+    def _writes_in_python(self, s: str) -> bool:
+        d = self.desired[s]
+        res = self.parsed_ahead[s][0]
+        return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not res.failed
+
+    def _write_in_worker(self, s: str) -> tuple[str, Any, float]:
+        """Runs in a worker: the write of one document, against the facts every parse produced."""
+        from sqldom.executors.python import run_write
+        d = self.desired[s]
+        assert d.output is not None
+        t = time.perf_counter()
+        res = run_write(s, d.writer, self.cur, d.output, False, self.user_file)
+        return s, res, (time.perf_counter() - t) * 1000
+
+    def written_ahead(self, s: str) -> tuple[Any, float] | None:
+        """The worker's result for step ``s``, if it wrote it; results before it are kept until asked for."""
+        got = self.writes_got.pop(s, None)
+        if got is not None or s not in self.writes_left or self.writes_stream is None:
+            return got
+        for step, res, ms in self.writes_stream:
+            self.writes_left.discard(step)
+            if step == s:
+                return res, ms
+            self.writes_got[step] = (res, ms)
+        return None
+
+    def close_workers(self) -> None:
+        if self.writes_stream is not None:
+            self.writes_stream.close()   # kills and reaps the workers
+            self.writes_stream = None
+
+    def _parse_in_worker(self, s: str) -> tuple[str, Any, float, Any]:
+        """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
+        from sqldom.executors.python import run_parse
+        d = self.desired[s]
+        assert d.parser is not None
+        t = time.perf_counter()
+        res = run_parse(s, d.parser, self.cur, self.user_file)
+        prepared = None
+        if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
+            from sqldom.transforms import markdown
+            prepared = markdown.prepare(s, self.cur.source_bytes(s))
+        return s, res, (time.perf_counter() - t) * 1000, prepared
 
     @staticmethod
     def matching_trace(traces: list[Any], current: Callable[[Read], str]) -> Any:
@@ -876,7 +991,12 @@ class Build:
             size = trace.results.get("size", 0)
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
         else:
-            res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
+            ahead = self.written_ahead(s)
+            if ahead is not None:
+                res, ms = ahead
+                o.ms += ms
+            else:
+                res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
             out_hash, problems, reads = res.output_hash, res.problems, res.reads
             size = len(res.output) if res.output is not None else 0
             if res.output is not None and out_hash is not None:
