@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,14 +97,33 @@ def assigned(path: str, rules: RuleSet) -> Desired:
 
 
 def builtin_code_hash() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     from sqldom import __version__
+    return hash_json(["builtin", __version__, BUILTIN_REVISION, _dist_version("markdown-it-py", "markdown_it")])
+
+
+def _dist_version(dist: str, module: str) -> str:
+    """An installed distribution's version, read from its ``.dist-info`` folder's name beside the module.
+
+    ``importlib.metadata`` answers the same but costs ~30 ms of imports on every
+    build; it stays the fallback for installs laid out otherwise.
+    """
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        prefix = dist.replace("-", "_") + "-"
+        try:
+            names = [n for n in os.listdir(site) if n.startswith(prefix) and n.endswith(".dist-info")]
+        except OSError:
+            names = []
+        if len(names) == 1:
+            return names[0][len(prefix):-len(".dist-info")]
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        mdit = version("markdown-it-py")
+        return version(dist)
     except PackageNotFoundError:  # pragma: no cover
-        mdit = "unknown"
-    return hash_json(["builtin", __version__, BUILTIN_REVISION, mdit])
+        return "unknown"
 
 
 @dataclass
@@ -340,6 +359,7 @@ class Plan:
     candidates: set[str]
     full_verify: bool
     desired_changed: list[str] | None = None   # steps added/removed in a reused desired dict
+    quiet: bool = False                          # nothing to execute: see Build.nothing_to_do
 
 
 class Build:
@@ -355,8 +375,9 @@ class Build:
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         # results computed ahead by forked workers (-j), taken by the serial pass in step order
         self.parsed_ahead: dict[str, tuple[Any, float]] = {}
-        self.ahead_jobs = 1
-        self.writes_stream: Generator[tuple[str, Any, float], None, None] | None = None
+        self.pool: Any = None   # sqldom.workers.Pool
+        self.write_todo: frozenset[str] = frozenset()
+        self.writes_stream: Iterator[tuple[str, Any, float]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[Any, float]] = {}
 
@@ -432,11 +453,15 @@ class Build:
             files.update(extra)
             sc = scan(files, recorded, self.store.store_file_blob)
         rules, user_file = self.load_rules(config, sc)
-        prev = session.steps if session.steps is not None else self.store.steps()
-        session.recorded, session.steps = recorded, prev
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
         full_verify = self.opts.full or unfinished or config_touched
+        if not full_verify and self.nothing_to_do(config, sc, rules):
+            session.recorded = recorded
+            return Plan(sc, rules, user_file, {}, {}, Current(sc, self.store, rules, {}), [], set(), False,
+                        quiet=True)
+        prev = session.steps if session.steps is not None else self.store.steps()
+        session.recorded, session.steps = recorded, prev
         if session.desired is not None and session.desired[0] is rules and not full_verify:
             # same rules as the last build of this session: only added and deleted sources change the steps
             desired = session.desired[1]
@@ -459,15 +484,53 @@ class Build:
             cand = {c for c in self.candidates(sc, cur, desired, prev) if c in desired}
         return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, desired_changed)
 
+    def nothing_to_do(self, config: Config, sc: ScanResult, rules: RuleSet) -> bool:
+        """True when this build provably executes nothing and records nothing but its run row.
+
+        Then the steps table is not loaded and no step is looked at: the usual
+        no-op of a one-shot ``sqldom build``. It holds when no source changed or
+        needs its row rewritten (racily clean), the rules are those of the last
+        (finished) build, every source has exactly one step and there is no other
+        (so none is new, removed or a page), no step failed (so none is retried
+        and no output conflict stands), no built-in code changed, and nothing is
+        read that the scan does not see (container images, workshop steps).
+        """
+        if self.session.steps is not None or self.hint is not None:
+            return False    # a warm session (watch) has its own incremental bookkeeping
+        if sc.touched or sc.rehashed or sc.unreadable or rules.pages:
+            return False
+        if any(r.command is not None and r.command.image for r in rules.commands):
+            return False
+        if any(getattr(config, key, None) for key in ("workshop", "steps")):
+            return False    # container workshops verify their chain on every build
+        builtin = {n: h for n, h in rules.code_hashes().items() if n.startswith("builtin:")}
+        if self.store.code_changed(builtin):
+            return False
+        n_sources = sum(1 for p in sc.hashes if not p.startswith("../"))
+        return self.store.steps_match_sources(n_sources)
+
     def run(self) -> int:
         try:
             return self._run()
         finally:
             self.close_workers()
 
+    def quiet_run(self, plan: Plan, t0: float) -> int:
+        """A build with nothing to execute (``nothing_to_do``): check build/, report problems, record the run."""
+        run_id = self.store.next_run_id()
+        started_at = time.time()
+        from sqldom.mirror import mirror
+        stop.check()
+        outputs = self.store.outputs()
+        repaired = mirror(self.p.build, self.store, outputs, set(), set(), self.sink, full=True)
+        unchanged = self.store.count_steps()
+        return self.report(plan.scan, run_id, started_at, t0, {}, unchanged, 0, False, repaired)
+
     def _run(self) -> int:
         t0 = time.monotonic()
         plan = self.plan()
+        if plan.quiet:
+            return self.quiet_run(plan, t0)
         sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
                                                             plan.current, plan.removed, plan.candidates)
 
@@ -497,8 +560,8 @@ class Build:
         self.desired = desired
         self.cur = cur
         self.parse_due = self.due_parses(cand, desired, deps, cur)
+        cur.before_facts = self.ensure_parsed   # (set before parse_ahead forks: the workers' writes need it)
         self.parse_ahead()
-        cur.before_facts = self.ensure_parsed
         self.write_ahead()
         write_cand = set(cand) | set(self.parse_due)
         maybe = {(x, "*") for x in list(self.parse_due) + removed}
@@ -607,7 +670,12 @@ class Build:
                           set(batch.build_delete), self.sink, full=self.hint is None)
         self.session.remember(batch, after, sc)
 
-        # problems and summary
+        return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
+                           len(batch.build_delete), recorded, repaired)
+
+    def report(self, sc: ScanResult, run_id: int, started_at: float, t0: float, outcomes: dict[str, Outcome],
+               unchanged: int, deleted: int, recorded: bool, repaired: int) -> int:
+        """Problems and the summary; the run row is finished (or, for a build that recorded nothing, written)."""
         problems = self.store.problems()
         for pr in problems:
             self.sink.emit(ProblemEvent(severity=pr.severity, step=pr.step, path=pr.path, line=pr.line,
@@ -615,11 +683,11 @@ class Build:
         for path, why in sorted(sc.unreadable.items()):   # found by every scan until fixed
             self.sink.emit(ProblemEvent(severity="error", step=path, path=path, line=None, message=why))
         errors = sum(1 for pr in problems if pr.severity == "error") + len(sc.unreadable)
-        built = sum(1 for o in self.outcomes.values() if o.status == BUILT)
-        restored = sum(1 for o in self.outcomes.values() if o.status == RESTORED)
-        failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
-        counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": len(desired) - len(self.outcomes),
-                  "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
+        built = sum(1 for o in outcomes.values() if o.status == BUILT)
+        restored = sum(1 for o in outcomes.values() if o.status == RESTORED)
+        failed = sum(1 for o in outcomes.values() if o.status == FAILED)
+        counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": unchanged,
+                                  "deleted": deleted, "failed": failed, "errors": errors}
         if recorded:
             self.store.finish_run(run_id, counts)
         else:
@@ -740,8 +808,9 @@ class Build:
         The serial pass (``ensure_parsed``) then takes each result instead of
         running the parser, in the same order as without workers, so the
         database and build/ do not depend on ``-j``. A worker also renders the
-        document's template for the built-in Markdown writer (``markdown.prepare``),
-        so the write left to the parent only fills in links and titles.
+        template of each of its documents for the built-in Markdown writer
+        (``markdown.prepare``) and keeps it for the write phase (``write_ahead``),
+        which the same worker runs for the same documents.
         """
         from sqldom import workers
         jobs = self.opts.jobs or workers.cores()
@@ -752,41 +821,58 @@ class Build:
         run = [s for s in todo if self.matching_trace(traces.get(s, []), self.cur.reader(s, PARSE)) is None]
         if len(run) < PARALLEL_MIN:
             return
-        from sqldom.transforms import markdown
-        for i, (s, res, ms, prepared) in enumerate(workers.run_ordered(self._parse_in_worker, run, jobs,
-                                                                       self.store.reopen)):
+        self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
+                                 install=self._install, before=self.store.reopen)
+        for i, (s, res, ms) in enumerate(self.pool.results(0)):
             if i % 256 == 0:
                 stop.check()
                 self.sink.progress(i, len(run), "parsing")
             self.parsed_ahead[s] = (res, ms)
-            if prepared is not None:
-                markdown.adopt(*prepared)
-        self.ahead_jobs = jobs
+
+    def _parse_in_worker(self, s: str) -> tuple[str, Any, float]:
+        """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
+        from sqldom.executors.python import run_parse
+        d = self.desired[s]
+        assert d.parser is not None
+        t = time.perf_counter()
+        res = run_parse(s, d.parser, self.cur, self.user_file)
+        if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
+            from sqldom.transforms import markdown
+            markdown.adopt(*markdown.prepare(s, self.cur.source_bytes(s)))
+        return s, res, (time.perf_counter() - t) * 1000
 
     def write_ahead(self) -> None:
-        """Execute, in forked workers, the writes of the documents ``parse_ahead`` parsed.
+        """Execute, in the same workers, the writes of the documents ``parse_ahead`` parsed.
 
-        Forked once every parse result is in, so a worker sees the same facts
-        as the serial pass will; ``write_one`` takes a result when it comes to
-        that step and finds no trace to restore (otherwise it is dropped).
-        Results stream in step order, so few are held at once.
+        Every worker first receives every parse result, so it sees the same
+        facts as the serial pass will; ``write_one`` takes a result when it
+        comes to that step and finds no trace to restore (otherwise it is
+        dropped). Results stream in step order, so few are held at once.
         """
-        from sqldom import workers
-        todo = [s for s in sorted(self.parsed_ahead) if self._writes_in_python(s)]
-        if len(todo) < PARALLEL_MIN:
+        if self.pool is None:
             return
+        todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
+        if not todo:
+            return
+        self.pool.send((self.parsed_ahead, todo))
+        self.write_todo = todo
         self.writes_left = set(todo)
-        self.writes_stream = workers.run_ordered(self._write_in_worker, todo, self.ahead_jobs, self.store.reopen)
-        from sqldom.transforms import markdown
-        markdown.discard_prepared()   # the workers have them now
+        self.writes_stream = (r for r in self.pool.results(1) if r is not None)
+
+    def _install(self, payload: tuple[dict[str, tuple[Any, float]], frozenset[str]]) -> None:
+        """In a worker, before its writes: every parse result, and which documents to write."""
+        self.parsed_ahead.update(payload[0])
+        self.write_todo = payload[1]
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]
         res = self.parsed_ahead[s][0]
         return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not res.failed
 
-    def _write_in_worker(self, s: str) -> tuple[str, Any, float]:
+    def _write_in_worker(self, s: str) -> tuple[str, Any, float] | None:
         """Runs in a worker: the write of one document, against the facts every parse produced."""
+        if s not in self.write_todo:
+            return None
         from sqldom.executors.python import run_write
         d = self.desired[s]
         assert d.output is not None
@@ -807,22 +893,10 @@ class Build:
         return None
 
     def close_workers(self) -> None:
-        if self.writes_stream is not None:
-            self.writes_stream.close()   # kills and reaps the workers
-            self.writes_stream = None
-
-    def _parse_in_worker(self, s: str) -> tuple[str, Any, float, Any]:
-        """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
-        from sqldom.executors.python import run_parse
-        d = self.desired[s]
-        assert d.parser is not None
-        t = time.perf_counter()
-        res = run_parse(s, d.parser, self.cur, self.user_file)
-        prepared = None
-        if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
-            from sqldom.transforms import markdown
-            prepared = markdown.prepare(s, self.cur.source_bytes(s))
-        return s, res, (time.perf_counter() - t) * 1000, prepared
+        self.writes_stream = None
+        if self.pool is not None:
+            self.pool.close()   # kills and reaps the workers
+            self.pool = None
 
     @staticmethod
     def matching_trace(traces: list[Any], current: Callable[[Read], str]) -> Any:

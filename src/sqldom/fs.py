@@ -107,7 +107,7 @@ Chunks = bytes | bytearray | memoryview | Iterable[bytes]
 
 
 def atomic_write(path: Path, data: Chunks, staging: Path | None = None,
-                 root: Path | None = None) -> os.stat_result:
+                 root: Path | None = None, parents_checked: bool = False) -> os.stat_result:
     """Write via a temp file and rename, so readers never see a partial file.
 
     ``data`` is bytes or an iterable of chunks (streamed: a large file never sits
@@ -119,9 +119,11 @@ def atomic_write(path: Path, data: Chunks, staging: Path | None = None,
     With ``root`` (build/), the folders between ``root`` and ``path`` are made
     real folders first (see ``real_folders``): nothing is written through a
     symlinked parent. A symlink at ``path`` itself is replaced, not followed
-    (rename replaces the link).
+    (rename replaces the link). ``parents_checked``: the caller just did that.
     """
-    if root is not None:
+    if parents_checked:
+        pass
+    elif root is not None:
         real_folders(root, path.parent)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +191,9 @@ def remove_file(path: Path, stop: Path) -> None:
         parent = parent.parent
 
 
+HELD_LOCKS: set[int] = set()   # descriptors of the locks this process holds (a forked worker closes them)
+
+
 class ProjectLock:
     """One writer per project: an flock on var/lock, released by the kernel when the process dies."""
 
@@ -218,6 +223,7 @@ class ProjectLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"sqldom pid {os.getpid()}\n".encode(), 0)
         self._fd = fd
+        HELD_LOCKS.add(fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -225,4 +231,5 @@ class ProjectLock:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)
+            HELD_LOCKS.discard(self._fd)
             self._fd = None

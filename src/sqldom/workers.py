@@ -39,12 +39,29 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and sys.platform != "win32"
 
 
-def _child(fn: Callable[[Any], Any], items: list[Any], w: int, before: Callable[[], None] | None) -> None:
+def _die_with(parent: int) -> None:
+    """Linux: the kernel kills this worker when the parent dies (a SIGKILLed build leaves no orphans)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:          # the parent died before that took effect
+        os._exit(1)
+
+
+def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: int | None,
+           install: Callable[[Any], None] | None, before: Callable[[], None] | None, parent: int) -> None:
     """Body of one worker; never returns (``os._exit``, so no atexit handler or buffered write runs twice)."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what Ctrl-C means
         signal.signal(signal.SIGTERM, signal.SIG_DFL)   # and may kill us at any time
+        _die_with(parent)
+        from sqldom.fs import HELD_LOCKS
+        for fd in HELD_LOCKS:   # the project lock is the parent's: an flock is shared across fork
+            os.close(fd)
         # fresh standard streams: a lock held by another thread of the parent at fork time stays held
         for name in ("stdout", "stderr"):
             try:
@@ -54,18 +71,127 @@ def _child(fn: Callable[[Any], Any], items: list[Any], w: int, before: Callable[
             setattr(sys, name, open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="backslashreplace"))
         if before is not None:
             before()
-        with open(w, "wb", buffering=1 << 16) as out:
-            for item in items:
-                try:
-                    result = fn(item)
-                except BaseException:
-                    pickle.dump(_FAILED, out)   # the parent redoes it (and sees the exception there)
-                    break
-                pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+        inbox = open(down, "rb", buffering=1 << 16) if down is not None else None
+        with open(up, "wb", buffering=1 << 16) as out:
+            for i, fn in enumerate(phases):
+                if i > 0:
+                    assert inbox is not None and install is not None
+                    install(pickle.load(inbox))   # what the parent learnt from every worker's previous phase
+                for item in items:
+                    try:
+                        result = fn(item)
+                    except BaseException:
+                        pickle.dump(_FAILED, out)   # the parent redoes it (and sees the exception there)
+                        out.flush()
+                        return
+                    pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.flush()
     except BaseException:
         code = 1
     finally:
         os._exit(code)
+
+
+class Pool:
+    """Forked workers that run one or more phases over the same items; each worker keeps its share.
+
+    Item ``k`` goes to worker ``k % n`` in every phase, so what a worker built in
+    one phase (say, a rendered template) is still there, in its memory, in the
+    next. Between phases the parent sends every worker the same payload
+    (``send``), which the worker's ``install`` takes in. The parent reads each
+    phase's results in item order (``results``). A worker that dies costs only
+    time: the parent computes that worker's remaining items itself, with the
+    phase's function, when it reaches them.
+    """
+
+    def __init__(self, phases: list[Callable[[Any], Any]], items: list[Any], jobs: int,
+                 install: Callable[[Any], None] | None = None, before: Callable[[], None] | None = None) -> None:
+        self.phases = phases
+        self.items = items
+        self.n = max(1, min(jobs, len(items))) if can_fork() else 1
+        self.pids: list[int] = []
+        self.readers: list[Any] = []
+        self.writers: list[Any] = []
+        self.dead: list[bool] = []
+        if self.n == 1:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        parent = os.getpid()
+        try:
+            for k in range(self.n):
+                r, w = os.pipe()
+                dr, dw = os.pipe() if len(phases) > 1 else (None, None)
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child
+                    os.close(r)
+                    if dw is not None:
+                        os.close(dw)
+                    for f in self.readers + self.writers:
+                        f.close()
+                    _child(phases, items[k::self.n], w, dr, install, before, parent)
+                os.close(w)
+                if dr is not None and dw is not None:
+                    os.close(dr)
+                    self.writers.append(open(dw, "wb"))
+                self.pids.append(pid)
+                self.readers.append(open(r, "rb", buffering=1 << 16))
+                self.dead.append(False)
+        except BaseException:
+            self.close()
+            raise
+
+    def results(self, phase: int) -> Generator[Any, None, None]:
+        """Phase ``phase``'s results, in item order."""
+        fn = self.phases[phase]
+        if self.n == 1:
+            for item in self.items:
+                yield fn(item)
+            return
+        for i, item in enumerate(self.items):
+            k = i % self.n
+            result: Any = _FAILED
+            if not self.dead[k]:
+                try:
+                    result = pickle.load(self.readers[k])
+                except (EOFError, pickle.UnpicklingError, OSError):
+                    result = _FAILED
+                self.dead[k] = isinstance(result, str) and result == _FAILED
+            yield fn(item) if self.dead[k] else result
+
+    def send(self, payload: Any) -> None:
+        """The payload for the next phase, to every live worker."""
+        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        for k, w in enumerate(self.writers):
+            if self.dead[k]:
+                continue
+            try:
+                w.write(data)
+                w.flush()
+            except OSError:            # it died: ``results`` notices and redoes its items
+                self.dead[k] = True
+
+    def close(self) -> None:
+        """Kill and reap the workers (they may be done already)."""
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for f in self.readers + self.writers:
+            try:
+                f.close()
+            except OSError:
+                pass
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.pids, self.readers, self.writers = [], [], []
 
 
 def run_ordered(fn: Callable[[T], R], items: list[T], jobs: int,
@@ -78,62 +204,12 @@ def run_ordered(fn: Callable[[T], R], items: list[T], jobs: int,
     connection must not be shared across a fork). Closing the generator, or
     an exception (Ctrl-C) while it runs, kills and reaps the workers.
     """
-    n = max(1, min(jobs, len(items)))
-    if n == 1 or not can_fork():
-        return (fn(item) for item in items)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    pids: list[int] = []
-    readers: list[Any] = []
-    try:
-        for k in range(n):
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                os.close(r)
-                for other in readers:
-                    other.close()
-                _child(fn, items[k::n], w, before)
-            os.close(w)
-            pids.append(pid)
-            readers.append(open(r, "rb", buffering=1 << 16))
-    except BaseException:
-        _reap(pids, readers)
-        raise
-    return _collect(fn, items, pids, readers)
+    pool = Pool([fn], items, jobs, before=before)
+    return _drain(pool)
 
 
-def _collect(fn: Callable[[T], R], items: list[T], pids: list[int], readers: list[Any]) -> Generator[R, None, None]:
-    n = len(pids)
+def _drain(pool: Pool) -> Generator[Any, None, None]:
     try:
-        dead = [False] * n
-        for i, item in enumerate(items):
-            k = i % n
-            result: Any = _FAILED
-            if not dead[k]:
-                try:
-                    result = pickle.load(readers[k])
-                except (EOFError, pickle.UnpicklingError, OSError):
-                    result = _FAILED
-                dead[k] = isinstance(result, str) and result == _FAILED
-            yield fn(item) if dead[k] else result
+        yield from pool.results(0)
     finally:
-        _reap(pids, readers)
-
-
-def _reap(pids: list[int], readers: list[Any]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for r in readers:
-        r.close()
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        pool.close()

@@ -285,6 +285,19 @@ class Store:
                        "order by path, line, step, id")
         return [Problem(step=r[0], phase=r[1], path=r[2], line=r[3], severity=r[4], message=r[5]) for r in rows]
 
+    def steps_match_sources(self, n_sources: int) -> bool:
+        """Every content source has a step, no other step exists, and none failed (index lookups, no rows loaded)."""
+        if self.raw.execute("select 1 from steps where status = 'failed' limit 1").fetchone() is not None:
+            return False
+        if self.count_steps() != n_sources:
+            return False
+        orphan = self.raw.execute("select 1 from sources s where s.path not like '../%' and not exists "
+                                  "(select 1 from steps t where t.id = s.path) limit 1").fetchone()
+        return orphan is None
+
+    def count_steps(self) -> int:
+        return int(self.raw.execute("select count(*) from steps").fetchone()[0])
+
     def last_run_finished(self) -> bool:
         row = self.raw.execute("select finished_at from runs order by id desc limit 1").fetchone()
         return row is None or row[0] is not None
