@@ -377,6 +377,8 @@ class Build:
         self.parsed_ahead: dict[str, tuple[Any, float]] = {}
         self.pool: Any = None   # sqldom.workers.Pool
         self.write_todo: frozenset[str] = frozenset()
+        self.write_traces: dict[str, list[Any]] | None = None
+        self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
         self.writes_stream: Iterator[tuple[str, Any, float]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[Any, float]] = {}
@@ -509,11 +511,24 @@ class Build:
         n_sources = sum(1 for p in sc.hashes if not p.startswith("../"))
         return self.store.steps_match_sources(n_sources)
 
+    @staticmethod
+    def outputs_settled(plan: Plan) -> bool:
+        """No output conflict can exist: the planned outputs are those of the last build, which had none.
+
+        Same rules, no source added or removed, and no failed step (a conflict
+        fails its loser, so a last build with one has a failed step). Saves a
+        one-shot build from checking every output against every other.
+        """
+        sc = plan.scan
+        return (plan.desired_changed is None and not plan.full_verify and not sc.added and not sc.deleted
+                and not any(row.status == FAILED for row in plan.prev.values()))
+
     def run(self) -> int:
         try:
             return self._run()
         finally:
             self.close_workers()
+            self.drop_staged()
 
     def quiet_run(self, plan: Plan, t0: float) -> int:
         """A build with nothing to execute (``nothing_to_do``): check build/, report problems, record the run."""
@@ -568,12 +583,14 @@ class Build:
         if maybe:
             write_cand |= self.store.steps_reading_facts(maybe)
         write_cand = {x for x in write_cand if x in desired}
-        shared = self.session.claims(desired, plan.desired_changed)
-        losers = {s: (w, f"output {desired[s].output} is produced by two steps, {w} and "
-                         f"{self.step_label(s, desired[s])}; only {w} writes it")
-                  for s, w in duplicate_outputs(shared).items()}
-        for s, found in self.session.clashes(desired, plan.desired_changed).items():
-            losers.setdefault(s, found)
+        losers: dict[str, tuple[str, str]] = {}
+        if not self.outputs_settled(plan):
+            shared = self.session.claims(desired, plan.desired_changed)
+            losers = {s: (w, f"output {desired[s].output} is produced by two steps, {w} and "
+                             f"{self.step_label(s, desired[s])}; only {w} writes it")
+                      for s, w in duplicate_outputs(shared).items()}
+            for s, found in self.session.clashes(desired, plan.desired_changed).items():
+                losers.setdefault(s, found)
         write_cand |= set(losers)
         extra = [x for x in write_cand if x not in cand]
         if extra:
@@ -666,8 +683,10 @@ class Build:
             after.pop(path, None)
         for r in batch.build_upsert:
             after[r["path"]] = OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
+        self.close_workers()
         repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
-                          set(batch.build_delete), self.sink, full=self.hint is None)
+                          set(batch.build_delete), self.sink, full=self.hint is None, staged=self.staged)
+        self.drop_staged()
         self.session.remember(batch, after, sc)
 
         return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
@@ -821,13 +840,48 @@ class Build:
         run = [s for s in todo if self.matching_trace(traces.get(s, []), self.cur.reader(s, PARSE)) is None]
         if len(run) < PARALLEL_MIN:
             return
-        self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
-                                 install=self._install, before=self.store.reopen)
+        self.staged = self.staging_outputs()
+        try:
+            self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
+                                     install=self._install, before=self.store.reopen)
+        except OSError:   # no fork now (process or memory limits): the serial pass does it all
+            return
+        # The workers have their copy of the sources' bytes; here they are read back from
+        # blobs if ever needed, so the main process does not hold them all through the build.
+        self.flush_blobs()
+        self.cur.scan.data.clear()
         for i, (s, res, ms) in enumerate(self.pool.results(0)):
             if i % 256 == 0:
                 stop.check()
                 self.sink.progress(i, len(run), "parsing")
             self.parsed_ahead[s] = (res, ms)
+
+    def staging_outputs(self) -> Path | None:
+        """A fresh var/tmp/staged/ where workers leave finished outputs for the mirror to move into build/.
+
+        Creating files is most of the mirror's cost; done by the workers, it runs
+        in parallel and alongside the parsing. None when var/ and build/ cannot
+        exchange files by rename (other filesystems), and then nothing is staged.
+        """
+        import shutil
+
+        from sqldom.fs import staging_folder
+        tmp = staging_folder(self.p.var, self.p.build)
+        if tmp is None:
+            return None
+        staged = tmp / "staged"
+        shutil.rmtree(staged, ignore_errors=True)   # a killed build's leftovers
+        try:
+            staged.mkdir()
+        except OSError:
+            return None
+        return staged
+
+    def drop_staged(self) -> None:
+        if self.staged is not None:
+            import shutil
+            shutil.rmtree(self.staged, ignore_errors=True)
+            self.staged = None
 
     def _parse_in_worker(self, s: str) -> tuple[str, Any, float]:
         """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
@@ -878,6 +932,12 @@ class Build:
         assert d.output is not None
         t = time.perf_counter()
         res = run_write(s, d.writer, self.cur, d.output, False, self.user_file)
+        if self.staged is not None and res.output is not None and res.output_hash is not None:
+            from sqldom.fs import atomic_write
+            try:
+                atomic_write(self.staged / res.output_hash, res.output)
+            except OSError:
+                pass   # the mirror writes it from the database instead
         return s, res, (time.perf_counter() - t) * 1000
 
     def written_ahead(self, s: str) -> tuple[Any, float] | None:
@@ -1055,7 +1115,14 @@ class Build:
         o = self.outcome(s)
         if not o.reason:
             o.reason, o.detail = why
-        traces = [] if self.opts.full else self.store.traces_of([s], WRITE).get(s, [])
+        if self.opts.full:
+            traces: list[Any] = []
+        elif s in self.write_todo and self.pool is not None:
+            if self.write_traces is None:   # one query for every write the workers do, not one per step
+                self.write_traces = self.store.traces_of(sorted(self.write_todo), WRITE)
+            traces = self.write_traces.get(s, [])
+        else:
+            traces = self.store.traces_of([s], WRITE).get(s, [])
         trace = self.matching_trace(traces, cur.reader(s, WRITE))
         if trace is not None and (trace.results.get("output") is None
                                   or trace.results["output"] in self.restorable(trace.results["output"])):

@@ -120,8 +120,22 @@ def _clear_target(build_dir: Path, path: str, rows: dict[str, OutputRow]) -> Non
         os.unlink(target)                   # a symlink (never followed) or a special file
 
 
-def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None) -> os.stat_result:
-    """Write one output; ``_make_room`` has just made its folders real."""
+def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
+           staged: Path | None = None) -> os.stat_result:
+    """Write one output; ``_make_room`` has just made its folders real.
+
+    ``staged``: a folder (beside ``staging``) where this build's workers left
+    finished outputs named by their hash; one is moved into place instead of
+    being written again from the database.
+    """
+    if staged is not None:
+        target = build_dir / path
+        try:
+            os.replace(staged / row.hash, target)
+        except FileNotFoundError:
+            pass   # not staged (or already used by an output with the same bytes)
+        else:
+            return os.stat(target, follow_symlinks=False)
     size = row.size if row.size is not None else store.blob_size(row.hash)
     if size is not None and size <= STREAM_ABOVE:
         return atomic_write(build_dir / path, store.blob(row.hash), staging, root=build_dir, parents_checked=True)
@@ -135,7 +149,7 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
 
 
 def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: set[str], deleted: set[str],
-           sink: Sink, full: bool = True) -> int:
+           sink: Sink, full: bool = True, staged: Path | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
     ``full=False`` (a watch batch) touches only this build's writes and deletions
@@ -203,7 +217,7 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
         todo.append((path, row, what))
 
     checked: set[Path] = set()
-    results = _write_all(build_dir, store, todo, all_rows, staging, sink, checked)
+    results = _write_all(build_dir, store, todo, all_rows, staging, sink, checked, staged)
     for i, ((path, _row, what), (new_st, removed, clash)) in enumerate(zip(todo, results, strict=True)):
         if i % 256 == 0:
             sink.progress(i, len(todo), "mirroring")
@@ -231,19 +245,19 @@ WriteResult = tuple[os.stat_result | None, int, OutputClashError | None]   # (st
 
 def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, str | None]],
                rows: dict[str, OutputRow], staging: Path | None, sink: Sink,
-               checked: set[Path]) -> Iterator[WriteResult]:
+               checked: set[Path], staged: Path | None = None) -> Iterator[WriteResult]:
     """Write every output of ``todo``, results in order (lazily: events stay in step with the writes).
 
     Forked workers do not help here: file creation is the kernel's work, and
     it serialises on the folders (measured: -j 2 no faster than -j 1).
     """
-    return (_write_one(build_dir, store, path, row, rows, staging, sink, checked) for path, row, _ in todo)
+    return (_write_one(build_dir, store, path, row, rows, staging, sink, checked, staged) for path, row, _ in todo)
 
 
 def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: dict[str, OutputRow],
-               staging: Path | None, sink: Sink, checked: set[Path]) -> WriteResult:
+               staging: Path | None, sink: Sink, checked: set[Path], staged: Path | None = None) -> WriteResult:
     try:
         removed = _make_room(build_dir, path, rows, sink, checked)
     except OutputClashError as e:
         return None, 0, e
-    return _write(build_dir, store, path, row, staging), removed, None
+    return _write(build_dir, store, path, row, staging, staged), removed, None
