@@ -453,7 +453,8 @@ class Build:
             self.hint = None   # a full walk
             files = content_files(self.p.content)
             files.update(extra)
-            sc = scan(files, recorded, self.store.store_file_blob)
+            spill = self.store.insert_blobs if self.opts.command != "status" else None   # status writes nothing
+            sc = scan(files, recorded, self.store.store_file_blob, spill)
         rules, user_file = self.load_rules(config, sc)
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
@@ -892,7 +893,7 @@ class Build:
         res = run_parse(s, d.parser, self.cur, self.user_file)
         if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
             from sqldom.transforms import markdown
-            markdown.adopt(*markdown.prepare(s, self.cur.source_bytes(s)))
+            markdown.prepare(s, self.cur.source_bytes(s))
         return s, res, (time.perf_counter() - t) * 1000
 
     def write_ahead(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import posixpath
+import zlib
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
@@ -12,6 +13,7 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markdown_it.token import Token
 
+from sqldom.hashing import hash_text
 from sqldom.model import PARSE, Problem
 from sqldom.site import Doc, Site, Source
 from sqldom.transforms import links
@@ -186,9 +188,6 @@ def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
 # where every fact is known, through ``site`` so that each read is recorded.
 # A serial build goes through the same two steps, so both give the same bytes.
 
-_templates: dict[tuple[str, str, int], Template] = {}
-
-
 class Template(NamedTuple):
     """A rendered body cut at its holes: ``parts[0] slot parts[1] slot ...``."""
 
@@ -198,25 +197,38 @@ class Template(NamedTuple):
     slots: int
 
 
+# Templates made ahead (by a worker, for its own documents' writes), keyed by
+# (path, hash of the body, line offset), their text compressed: a worker may keep
+# tens of thousands of them between its parse phase and its write phase.
+_templates: dict[tuple[str, str, int], tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]] = {}
+
+
 def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     text = doc.text          # decoding problems were reported by parse
     _, body, offset = split_front_matter(text, doc.path, [], load=False)
-    tpl = _templates.pop((doc.path, body, offset), None)
-    if tpl is None:
-        tpl = make_template(tokens(body, take=True), body, offset, doc.path)
+    packed = _templates.pop((doc.path, hash_text(body), offset), None) if _templates else None
+    tpl = _unpack(packed) if packed is not None else make_template(tokens(body, take=True), body, offset, doc.path)
     return fill(tpl, doc, site, problems)
 
 
-def prepare(path: str, data: bytes) -> tuple[tuple[str, str, int], Template]:
-    """The template of a just-parsed document (its tokens are still cached), to hand to ``adopt``."""
+def prepare(path: str, data: bytes) -> None:
+    """Make and keep the template of a just-parsed document (its tokens are still cached) for its write."""
     text = data.decode("utf-8", errors="replace")
     _, body, offset = split_front_matter(text, path, [], load=False)
-    return (path, body, offset), make_template(tokens(body, take=True), body, offset, path)
+    tpl = make_template(tokens(body, take=True), body, offset, path)
+    text_bytes = "".join(tpl.parts).encode("utf-8")
+    _templates[(path, hash_text(body), offset)] = (zlib.compress(text_bytes, 1), tuple(len(x) for x in tpl.parts),
+                                                    tpl.order, tpl.holes, tpl.slots)
 
 
-def adopt(key: tuple[str, str, int], tpl: Template) -> None:
-    """Keep a template made elsewhere (a worker) for this document's write."""
-    _templates[key] = tpl
+def _unpack(packed: tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]) -> Template:
+    data, lengths, order, holes, slots = packed
+    text = zlib.decompress(data).decode("utf-8")
+    parts, at = [], 0
+    for n in lengths:
+        parts.append(text[at: at + n])
+        at += n
+    return Template(tuple(parts), order, holes, slots)
 
 
 def discard_prepared() -> None:
