@@ -909,15 +909,21 @@ class Build:
         todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
         if not todo:
             return
-        self.pool.send((self.parsed_ahead, todo))
+        self.pool.send(({s: res.facts or {} for s, (res, _) in self.parsed_ahead.items()}, todo))
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
 
-    def _install(self, payload: tuple[dict[str, tuple[Any, float]], frozenset[str]]) -> None:
-        """In a worker, before its writes: every parse result, and which documents to write."""
-        self.parsed_ahead.update(payload[0])
-        self.write_todo = payload[1]
+    def _install(self, payload: tuple[dict[str, dict[str, Any]], frozenset[str]]) -> None:
+        """In a worker, before its writes: the facts every parse produced, and which documents to write.
+
+        The facts become current as ``ensure_parsed`` would make them; nothing
+        else of a parse result matters to a write (and the worker records nothing).
+        """
+        facts, self.write_todo = payload
+        for s, f in facts.items():
+            self.parse_due.pop(s, None)
+            self.cur.new_facts[s] = f
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]
