@@ -16,6 +16,7 @@ from sqldom.errors import LockError
 TMP_PREFIX = ".sqldom-tmp-"
 
 IGNORED_NAMES = {".git", ".hg", ".svn", "__pycache__", ".DS_Store", "Thumbs.db"}
+IGNORABLE_FIRST = frozenset(".#" + "".join(n[0] for n in IGNORED_NAMES))
 
 
 def ignored(name: str) -> bool:
@@ -50,7 +51,8 @@ def walk_files(top: Path, skip_ignored: bool = True,
         with it:
             for entry in it:
                 name = entry.name
-                if skip_ignored and ignored(name):
+                # (the first test is a cheap filter: every ignored name passes it)
+                if skip_ignored and (name[0] in IGNORABLE_FIRST or name[-1] == "~") and ignored(name):
                     continue
                 path = f"{rel}/{name}" if rel else name
                 try:
@@ -59,6 +61,8 @@ def walk_files(top: Path, skip_ignored: bool = True,
                             stack.append(path)
                         else:
                             yield path, entry.stat(follow_symlinks=False)
+                    elif entry.is_file(follow_symlinks=False):   # most entries: a regular file
+                        yield path, entry.stat(follow_symlinks=False)
                     elif entry.is_symlink():
                         target = os.path.realpath(entry.path)
                         if not (target + os.sep).startswith(real_root + os.sep) or not os.path.isfile(target):
@@ -66,8 +70,6 @@ def walk_files(top: Path, skip_ignored: bool = True,
                         yield path, os.stat(entry.path)
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(path)
-                    elif entry.is_file(follow_symlinks=False):
-                        yield path, entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue   # vanished during the scan
 
