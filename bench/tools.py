@@ -36,6 +36,7 @@ class Run:
     stdout: str
     stderr: str
     cpu_seconds: float = 0.0     # user + system time of the process tree: less sensitive to a busy machine
+    tree_pss_mib: float = 0.0    # peak of the summed PSS of the process and its descendants (sampled)
 
     def summary(self) -> dict[str, Any] | None:
         """sqldom's final JSON line (``--json``): built, restored, unchanged, ..., seconds."""
@@ -57,15 +58,68 @@ def run_measured(argv: list[str], cwd: Path | None = None, timeout: float | None
         timer = threading.Timer(timeout, proc.kill) if timeout else None
         if timer:
             timer.start()
+        sampler = TreeMemory(proc.pid)
+        sampler.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
+            sampler.stop()
             if timer:
                 timer.cancel()
         seconds = time.perf_counter() - t0
         proc.returncode = code = os.waitstatus_to_exitcode(status)
         return Run(seconds, usage.ru_maxrss / 1024, code,   # ru_maxrss is in KiB on Linux
-                   _tail(out), _tail(err), usage.ru_utime + usage.ru_stime)
+                   _tail(out), _tail(err), usage.ru_utime + usage.ru_stime, sampler.peak_kib / 1024)
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed PSS of a process and its descendants (Linux /proc), every ``interval`` seconds.
+
+    wait4's ru_maxrss is the peak of the largest single process: with forked workers
+    (sqldom -j, ninja's children) the tree as a whole can hold more. PSS splits pages
+    shared copy-on-write between the processes, so the sum counts each page once.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak_kib = 0
+        self._done = threading.Event()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.peak_kib = max(self.peak_kib, sum(_pss_kib(p) for p in _tree(self.pid)))
+            self._done.wait(self.interval)
+
+
+def _tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _tail(f: IO[bytes], limit: int = 1 << 16) -> str:

@@ -16,9 +16,10 @@ did not finish, or when the rules changed, every step is verified.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from sqldom.site import PRESENT, fact_hash, glob_hash
 BLOB_FLUSH_BYTES = 16 << 20
 CONTAINER = "container"   # steps.kind of workshop steps: built by workshop/chain.py, not by the rules
 GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
+PARALLEL_MIN = 64   # parses to execute before forking workers pays for itself
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class BuildOptions:
     verbose: bool = False
     command: str = "build"
     lock_wait: float = 5.0
-    jobs: int = 0                  # parallel command steps; 0: one per core
+    jobs: int = 0                  # parallel workers (document parses, command steps); 0: one per core
     from_step: str | None = None   # workshop: force this container step and all after it
     push: bool = False             # workshop: push every step image (as ``workshop.push: true``)
 
@@ -99,14 +101,33 @@ def assigned(path: str, rules: RuleSet) -> Desired:
 
 
 def builtin_code_hash() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     from sqldom import __version__
+    return hash_json(["builtin", __version__, BUILTIN_REVISION, _dist_version("markdown-it-py", "markdown_it")])
+
+
+def _dist_version(dist: str, module: str) -> str:
+    """An installed distribution's version, read from its ``.dist-info`` folder's name beside the module.
+
+    ``importlib.metadata`` answers the same but costs ~30 ms of imports on every
+    build; it stays the fallback for installs laid out otherwise.
+    """
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        prefix = dist.replace("-", "_") + "-"
+        try:
+            names = [n for n in os.listdir(site) if n.startswith(prefix) and n.endswith(".dist-info")]
+        except OSError:
+            names = []
+        if len(names) == 1:
+            return names[0][len(prefix):-len(".dist-info")]
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        mdit = version("markdown-it-py")
+        return version(dist)
     except PackageNotFoundError:  # pragma: no cover
-        mdit = "unknown"
-    return hash_json(["builtin", __version__, BUILTIN_REVISION, mdit])
+        return "unknown"
 
 
 @dataclass
@@ -282,6 +303,10 @@ class Session:
         except BaseException:
             self.forget()
             raise
+        finally:
+            md = sys.modules.get("sqldom.transforms.markdown")
+            if md is not None:
+                md.discard_prepared()   # templates of parses whose write did not happen
 
     def forget(self) -> None:
         self.rules = None
@@ -339,6 +364,7 @@ class Plan:
     full_verify: bool
     config: Config
     desired_changed: list[str] | None = None   # steps added/removed in a reused desired dict
+    quiet: bool = False                          # nothing to execute: see Build.nothing_to_do
 
 
 class Build:
@@ -352,6 +378,15 @@ class Build:
         self.hint = hint
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
+        # results computed ahead by forked workers (-j), taken by the serial pass in step order
+        self.parsed_ahead: dict[str, tuple[Any, float]] = {}
+        self.pool: Any = None   # sqldom.workers.Pool
+        self.write_todo: frozenset[str] = frozenset()
+        self.write_traces: dict[str, list[Any]] | None = None
+        self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
+        self.writes_stream: Iterator[tuple[str, Any, float]] | None = None
+        self.writes_left: set[str] = set()
+        self.writes_got: dict[str, tuple[Any, float]] = {}
 
     # ---- plan -----------------------------------------------------------
 
@@ -423,13 +458,18 @@ class Build:
             self.hint = None   # a full walk
             files = content_files(self.p.content)
             files.update(extra)
-            sc = scan(files, recorded, self.store.store_file_blob)
+            spill = self.store.insert_blobs if self.opts.command != "status" else None   # status writes nothing
+            sc = scan(files, recorded, self.store.store_file_blob, spill)
         rules, user_file = self.load_rules(config, sc)
-        prev = session.steps if session.steps is not None else self.store.steps()
-        session.recorded, session.steps = recorded, prev
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
         full_verify = self.opts.full or unfinished or config_touched
+        if not full_verify and self.nothing_to_do(config, sc, rules):
+            session.recorded = recorded
+            return Plan(sc, rules, user_file, {}, {}, Current(sc, self.store, rules, {}), [], set(), False,
+                        config, quiet=True)
+        prev = session.steps if session.steps is not None else self.store.steps()
+        session.recorded, session.steps = recorded, prev
         if session.desired is not None and session.desired[0] is rules and not full_verify:
             # same rules as the last build of this session: only added and deleted sources change the steps
             desired = session.desired[1]
@@ -452,9 +492,68 @@ class Build:
             cand = {c for c in self.candidates(sc, cur, desired, prev) if c in desired}
         return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, config, desired_changed)
 
+    def nothing_to_do(self, config: Config, sc: ScanResult, rules: RuleSet) -> bool:
+        """True when this build provably executes nothing and records nothing but its run row.
+
+        Then the steps table is not loaded and no step is looked at: the usual
+        no-op of a one-shot ``sqldom build``. It holds when no source changed or
+        needs its row rewritten (racily clean), the rules are those of the last
+        (finished) build, every source has exactly one step and there is no other
+        (so none is new, removed or a page), no step failed (so none is retried
+        and no output conflict stands), no built-in code changed, and nothing is
+        read that the scan does not see (container images, workshop steps).
+        """
+        if self.session.steps is not None or self.hint is not None:
+            return False    # a warm session (watch) has its own incremental bookkeeping
+        if self.opts.from_step is not None or self.opts.push:
+            return False    # workshop flags: checked (and refused without a workshop) on the normal path
+        if sc.touched or sc.rehashed or sc.unreadable or rules.pages:
+            return False
+        if any(r.command is not None and r.command.image for r in rules.commands):
+            return False
+        if any(getattr(config, key, None) for key in ("workshop", "steps")):
+            return False    # container workshops verify their chain on every build
+        builtin = {n: h for n, h in rules.code_hashes().items() if n.startswith("builtin:")}
+        if self.store.code_changed(builtin):
+            return False
+        n_sources = sum(1 for p in sc.hashes if not p.startswith("../"))
+        return self.store.steps_match_sources(n_sources)
+
+    @staticmethod
+    def outputs_settled(plan: Plan) -> bool:
+        """No output conflict can exist: the planned outputs are those of the last build, which had none.
+
+        Same rules, no source added or removed, and no failed step (a conflict
+        fails its loser, so a last build with one has a failed step). Saves a
+        one-shot build from checking every output against every other.
+        """
+        sc = plan.scan
+        return (plan.desired_changed is None and not plan.full_verify and not sc.added and not sc.deleted
+                and not any(row.status == FAILED for row in plan.prev.values()))
+
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.close_workers()
+            self.drop_staged()
+
+    def quiet_run(self, plan: Plan, t0: float) -> int:
+        """A build with nothing to execute (``nothing_to_do``): check build/, report problems, record the run."""
+        run_id = self.store.next_run_id()
+        started_at = time.time()
+        from sqldom.mirror import mirror
+        stop.check()
+        outputs = self.store.outputs()
+        repaired = mirror(self.p.build, self.store, outputs, set(), set(), self.sink, full=True)
+        unchanged = self.store.count_steps()
+        return self.report(plan.scan, run_id, started_at, t0, {}, unchanged, 0, False, repaired)
+
+    def _run(self) -> int:
         t0 = time.monotonic()
         plan = self.plan()
+        if plan.quiet:
+            return self.quiet_run(plan, t0)
         sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
                                                             plan.current, plan.removed, plan.candidates)
 
@@ -484,18 +583,22 @@ class Build:
         self.desired = desired
         self.cur = cur
         self.parse_due = self.due_parses(cand, desired, deps, cur)
-        cur.before_facts = self.ensure_parsed
+        cur.before_facts = self.ensure_parsed   # (set before parse_ahead forks: the workers' writes need it)
+        self.parse_ahead()
+        self.write_ahead()
         write_cand = set(cand) | set(self.parse_due)
         maybe = {(x, "*") for x in list(self.parse_due) + removed}
         if maybe:
             write_cand |= self.store.steps_reading_facts(maybe)
         write_cand = {x for x in write_cand if x in desired}
-        shared = self.session.claims(desired, plan.desired_changed)
-        losers = {s: (w, f"output {desired[s].output} is produced by two steps, {w} and "
-                         f"{self.step_label(s, desired[s])}; only {w} writes it")
-                  for s, w in duplicate_outputs(shared).items()}
-        for s, found in self.session.clashes(desired, plan.desired_changed).items():
-            losers.setdefault(s, found)
+        losers: dict[str, tuple[str, str]] = {}
+        if not self.outputs_settled(plan):
+            shared = self.session.claims(desired, plan.desired_changed)
+            losers = {s: (w, f"output {desired[s].output} is produced by two steps, {w} and "
+                             f"{self.step_label(s, desired[s])}; only {w} writes it")
+                      for s, w in duplicate_outputs(shared).items()}
+            for s, found in self.session.clashes(desired, plan.desired_changed).items():
+                losers.setdefault(s, found)
         write_cand |= set(losers)
         extra = [x for x in write_cand if x not in cand]
         if extra:
@@ -595,11 +698,18 @@ class Build:
             after.pop(path, None)
         for r in batch.build_upsert:
             after[r["path"]] = OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
+        self.close_workers()
         repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
-                          set(batch.build_delete), self.sink, full=self.hint is None)
+                          set(batch.build_delete), self.sink, full=self.hint is None, staged=self.staged)
+        self.drop_staged()
         self.session.remember(batch, after, sc)
 
-        # problems and summary
+        return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
+                           len(batch.build_delete), recorded, repaired, chain)
+
+    def report(self, sc: ScanResult, run_id: int, started_at: float, t0: float, outcomes: dict[str, Outcome],
+               unchanged: int, deleted: int, recorded: bool, repaired: int, chain: Any = None) -> int:
+        """Problems and the summary; the run row is finished (or, for a build that recorded nothing, written)."""
         problems = self.store.problems()
         for pr in problems:
             self.sink.emit(ProblemEvent(severity=pr.severity, step=pr.step, path=pr.path, line=pr.line,
@@ -607,15 +717,14 @@ class Build:
         for path, why in sorted(sc.unreadable.items()):   # found by every scan until fixed
             self.sink.emit(ProblemEvent(severity="error", step=path, path=path, line=None, message=why))
         errors = sum(1 for pr in problems if pr.severity == "error") + len(sc.unreadable)
-        built = sum(1 for o in self.outcomes.values() if o.status == BUILT)
-        restored = sum(1 for o in self.outcomes.values() if o.status == RESTORED)
-        failed = sum(1 for o in self.outcomes.values() if o.status == FAILED)
-        unchanged = len(desired) - len(self.outcomes)
+        built = sum(1 for o in outcomes.values() if o.status == BUILT)
+        restored = sum(1 for o in outcomes.values() if o.status == RESTORED)
+        failed = sum(1 for o in outcomes.values() if o.status == FAILED)
         if chain is not None:
             built, restored, failed = built + chain.built, restored + chain.restored, failed + chain.failed
             unchanged += chain.unchanged
         counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": unchanged,
-                  "deleted": len(batch.build_delete), "failed": failed, "errors": errors}
+                                  "deleted": deleted, "failed": failed, "errors": errors}
         if recorded:
             self.store.finish_run(run_id, counts)
         else:
@@ -750,7 +859,8 @@ class Build:
         t = time.perf_counter()
         o = self.outcome(s)
         o.reason, o.detail = why
-        traces = [] if self.opts.full else self.store.traces_of([s], PARSE).get(s, [])
+        ahead = self.parsed_ahead.pop(s, None)
+        traces = [] if self.opts.full or ahead is not None else self.store.traces_of([s], PARSE).get(s, [])
         trace = self.matching_trace(traces, cur.reader(s, PARSE))
         if trace is not None:
             facts = trace.results["facts"]
@@ -758,7 +868,11 @@ class Build:
             reads = trace.reads
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
         else:
-            res = run_parse(s, d.parser, cur, self.user_file)
+            if ahead is not None:
+                res, ms = ahead
+                o.ms += ms
+            else:
+                res = run_parse(s, d.parser, cur, self.user_file)
             facts, problems, reads = res.facts or {}, res.problems, res.reads
             o.statuses.append(FAILED if res.failed else BUILT)
             batch.traces.append(self.trace_row(s, PARSE, reads, {
@@ -769,6 +883,149 @@ class Build:
         batch.deps[(s, PARSE)] = reads
         batch.facts[s] = facts
         batch.problems[(s, PARSE)] = problems
+
+    def parse_ahead(self) -> None:
+        """Execute the due parses that no trace covers in forked workers, before the serial pass records them.
+
+        The serial pass (``ensure_parsed``) then takes each result instead of
+        running the parser, in the same order as without workers, so the
+        database and build/ do not depend on ``-j``. A worker also renders the
+        template of each of its documents for the built-in Markdown writer
+        (``markdown.prepare``) and keeps it for the write phase (``write_ahead``),
+        which the same worker runs for the same documents.
+        """
+        from sqldom import workers
+        jobs = self.opts.jobs or workers.cores()
+        if jobs < 2 or len(self.parse_due) < PARALLEL_MIN or not workers.can_fork():
+            return
+        todo = sorted(self.parse_due)
+        traces = {} if self.opts.full else self.store.traces_of(todo, PARSE)
+        run = [s for s in todo if self.matching_trace(traces.get(s, []), self.cur.reader(s, PARSE)) is None]
+        if len(run) < PARALLEL_MIN:
+            return
+        self.staged = self.staging_outputs()
+        try:
+            self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
+                                     install=self._install, before=self.store.reopen)
+        except OSError:   # no fork now (process or memory limits): the serial pass does it all
+            return
+        # The workers have their copy of the sources' bytes; here they are read back from
+        # blobs if ever needed, so the main process does not hold them all through the build.
+        self.flush_blobs()
+        self.cur.scan.data.clear()
+        for i, (s, res, ms) in enumerate(self.pool.results(0)):
+            if i % 256 == 0:
+                stop.check()
+                self.sink.progress(i, len(run), "parsing")
+            self.parsed_ahead[s] = (res, ms)
+
+    def staging_outputs(self) -> Path | None:
+        """A fresh var/tmp/staged/ where workers leave finished outputs for the mirror to move into build/.
+
+        Creating files is most of the mirror's cost; done by the workers, it runs
+        in parallel and alongside the parsing. None when var/ and build/ cannot
+        exchange files by rename (other filesystems), and then nothing is staged.
+        """
+        import shutil
+
+        from sqldom.fs import staging_folder
+        tmp = staging_folder(self.p.var, self.p.build)
+        if tmp is None:
+            return None
+        staged = tmp / "staged"
+        shutil.rmtree(staged, ignore_errors=True)   # a killed build's leftovers
+        try:
+            staged.mkdir()
+        except OSError:
+            return None
+        return staged
+
+    def drop_staged(self) -> None:
+        if self.staged is not None:
+            import shutil
+            shutil.rmtree(self.staged, ignore_errors=True)
+            self.staged = None
+
+    def _parse_in_worker(self, s: str) -> tuple[str, Any, float]:
+        """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
+        from sqldom.executors.python import run_parse
+        d = self.desired[s]
+        assert d.parser is not None
+        t = time.perf_counter()
+        res = run_parse(s, d.parser, self.cur, self.user_file)
+        if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
+            from sqldom.transforms import markdown
+            markdown.prepare(s, self.cur.source_bytes(s))
+        return s, res, (time.perf_counter() - t) * 1000
+
+    def write_ahead(self) -> None:
+        """Execute, in the same workers, the writes of the documents ``parse_ahead`` parsed.
+
+        Every worker first receives every parse result, so it sees the same
+        facts as the serial pass will; ``write_one`` takes a result when it
+        comes to that step and finds no trace to restore (otherwise it is
+        dropped). Results stream in step order, so few are held at once.
+        """
+        if self.pool is None:
+            return
+        todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
+        if not todo:
+            return
+        self.pool.send(({s: res.facts or {} for s, (res, _) in self.parsed_ahead.items()}, todo))
+        self.write_todo = todo
+        self.writes_left = set(todo)
+        self.writes_stream = (r for r in self.pool.results(1) if r is not None)
+
+    def _install(self, payload: tuple[dict[str, dict[str, Any]], frozenset[str]]) -> None:
+        """In a worker, before its writes: the facts every parse produced, and which documents to write.
+
+        The facts become current as ``ensure_parsed`` would make them; nothing
+        else of a parse result matters to a write (and the worker records nothing).
+        """
+        facts, self.write_todo = payload
+        for s, f in facts.items():
+            self.parse_due.pop(s, None)
+            self.cur.new_facts[s] = f
+
+    def _writes_in_python(self, s: str) -> bool:
+        d = self.desired[s]
+        res = self.parsed_ahead[s][0]
+        return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not res.failed
+
+    def _write_in_worker(self, s: str) -> tuple[str, Any, float] | None:
+        """Runs in a worker: the write of one document, against the facts every parse produced."""
+        if s not in self.write_todo:
+            return None
+        from sqldom.executors.python import run_write
+        d = self.desired[s]
+        assert d.output is not None
+        t = time.perf_counter()
+        res = run_write(s, d.writer, self.cur, d.output, False, self.user_file)
+        if self.staged is not None and res.output is not None and res.output_hash is not None:
+            from sqldom.fs import atomic_write
+            try:
+                atomic_write(self.staged / res.output_hash, res.output)
+            except OSError:
+                pass   # the mirror writes it from the database instead
+        return s, res, (time.perf_counter() - t) * 1000
+
+    def written_ahead(self, s: str) -> tuple[Any, float] | None:
+        """The worker's result for step ``s``, if it wrote it; results before it are kept until asked for."""
+        got = self.writes_got.pop(s, None)
+        if got is not None or s not in self.writes_left or self.writes_stream is None:
+            return got
+        for step, res, ms in self.writes_stream:
+            self.writes_left.discard(step)
+            if step == s:
+                return res, ms
+            self.writes_got[step] = (res, ms)
+        return None
+
+    def close_workers(self) -> None:
+        self.writes_stream = None
+        if self.pool is not None:
+            self.pool.close()   # kills and reaps the workers
+            self.pool = None
 
     @staticmethod
     def matching_trace(traces: list[Any], current: Callable[[Read], str]) -> Any:
@@ -927,7 +1184,14 @@ class Build:
         o = self.outcome(s)
         if not o.reason:
             o.reason, o.detail = why
-        traces = [] if self.opts.full else self.store.traces_of([s], WRITE).get(s, [])
+        if self.opts.full:
+            traces: list[Any] = []
+        elif s in self.write_todo and self.pool is not None:
+            if self.write_traces is None:   # one query for every write the workers do, not one per step
+                self.write_traces = self.store.traces_of(sorted(self.write_todo), WRITE)
+            traces = self.write_traces.get(s, [])
+        else:
+            traces = self.store.traces_of([s], WRITE).get(s, [])
         trace = self.matching_trace(traces, cur.reader(s, WRITE))
         if trace is not None and (trace.results.get("output") is None
                                   or trace.results["output"] in self.restorable(trace.results["output"])):
@@ -937,7 +1201,12 @@ class Build:
             size = trace.results.get("size", 0)
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
         else:
-            res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
+            ahead = self.written_ahead(s)
+            if ahead is not None:
+                res, ms = ahead
+                o.ms += ms
+            else:
+                res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
             out_hash, problems, reads = res.output_hash, res.problems, res.reads
             size = len(res.output) if res.output is not None else 0
             if res.output is not None and out_hash is not None:

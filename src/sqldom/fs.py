@@ -16,6 +16,7 @@ from sqldom.errors import LockError
 TMP_PREFIX = ".sqldom-tmp-"
 
 IGNORED_NAMES = {".git", ".hg", ".svn", "__pycache__", ".DS_Store", "Thumbs.db"}
+IGNORABLE_FIRST = frozenset(".#" + "".join(n[0] for n in IGNORED_NAMES))
 
 
 def ignored(name: str) -> bool:
@@ -50,7 +51,8 @@ def walk_files(top: Path, skip_ignored: bool = True,
         with it:
             for entry in it:
                 name = entry.name
-                if skip_ignored and ignored(name):
+                # (the first test is a cheap filter: every ignored name passes it)
+                if skip_ignored and (name[0] in IGNORABLE_FIRST or name[-1] == "~") and ignored(name):
                     continue
                 path = f"{rel}/{name}" if rel else name
                 try:
@@ -59,6 +61,8 @@ def walk_files(top: Path, skip_ignored: bool = True,
                             stack.append(path)
                         else:
                             yield path, entry.stat(follow_symlinks=False)
+                    elif entry.is_file(follow_symlinks=False):   # most entries: a regular file
+                        yield path, entry.stat(follow_symlinks=False)
                     elif entry.is_symlink():
                         target = os.path.realpath(entry.path)
                         if not (target + os.sep).startswith(real_root + os.sep) or not os.path.isfile(target):
@@ -66,8 +70,6 @@ def walk_files(top: Path, skip_ignored: bool = True,
                         yield path, os.stat(entry.path)
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(path)
-                    elif entry.is_file(follow_symlinks=False):
-                        yield path, entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue   # vanished during the scan
 
@@ -107,7 +109,7 @@ Chunks = bytes | bytearray | memoryview | Iterable[bytes]
 
 
 def atomic_write(path: Path, data: Chunks, staging: Path | None = None,
-                 root: Path | None = None) -> os.stat_result:
+                 root: Path | None = None, parents_checked: bool = False) -> os.stat_result:
     """Write via a temp file and rename, so readers never see a partial file.
 
     ``data`` is bytes or an iterable of chunks (streamed: a large file never sits
@@ -119,9 +121,11 @@ def atomic_write(path: Path, data: Chunks, staging: Path | None = None,
     With ``root`` (build/), the folders between ``root`` and ``path`` are made
     real folders first (see ``real_folders``): nothing is written through a
     symlinked parent. A symlink at ``path`` itself is replaced, not followed
-    (rename replaces the link).
+    (rename replaces the link). ``parents_checked``: the caller just did that.
     """
-    if root is not None:
+    if parents_checked:
+        pass
+    elif root is not None:
         real_folders(root, path.parent)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +193,9 @@ def remove_file(path: Path, stop: Path) -> None:
         parent = parent.parent
 
 
+HELD_LOCKS: set[int] = set()   # descriptors of the locks this process holds (a forked worker closes them)
+
+
 class ProjectLock:
     """One writer per project: an flock on var/lock, released by the kernel when the process dies."""
 
@@ -218,6 +225,7 @@ class ProjectLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"sqldom pid {os.getpid()}\n".encode(), 0)
         self._fd = fd
+        HELD_LOCKS.add(fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -225,4 +233,5 @@ class ProjectLock:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)
+            HELD_LOCKS.discard(self._fd)
             self._fd = None

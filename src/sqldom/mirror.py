@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def _clash_below(rows: dict[str, OutputRow], folder: str) -> str | None:
     return next((p for p in sorted(rows) if p.startswith(prefix)), None)
 
 
-def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sink) -> int:
+def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sink,
+               checked: set[Path] | None = None) -> int:
     """Make build/<path> writable as a file without following any symlink.
 
     Symlinked folders on the way are replaced by real folders; a stray file
@@ -68,10 +70,18 @@ def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sin
     is unlinked (the link itself); a folder at ``path`` is removed unless other
     outputs live in it. A file or folder that another output needs raises
     ``OutputClashError`` naming both. Returns how many strays it removed.
+    ``checked``: folders already made real during this mirror (not looked at again).
     """
+    removed = _make_parents(build_dir, path, rows, sink, checked)
+    _clear_target(build_dir, path, rows)
+    return removed
+
+
+def _make_parents(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sink,
+                  checked: set[Path] | None = None) -> int:
     target = build_dir / path
     removed = 0
-    while True:
+    while checked is None or target.parent not in checked:
         try:
             for link in real_folders(build_dir, target.parent):
                 sink.emit(RepairedEvent(path=link.relative_to(build_dir).as_posix(), what="stray"))
@@ -87,10 +97,17 @@ def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sin
             os.unlink(blocker)              # a stray file (never an output) in the way
             sink.emit(RepairedEvent(path=rel, what="stray"))
             removed += 1
+    if checked is not None:
+        checked.add(target.parent)
+    return removed
+
+
+def _clear_target(build_dir: Path, path: str, rows: dict[str, OutputRow]) -> None:
+    target = build_dir / path
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return removed
+        return
     if stat.S_ISDIR(st.st_mode):
         inner = _clash_below(rows, path)
         if inner is not None:
@@ -101,16 +118,30 @@ def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sin
         shutil.rmtree(target)              # a real folder holding no output; rmtree follows no link
     elif not stat.S_ISREG(st.st_mode):
         os.unlink(target)                   # a symlink (never followed) or a special file
-    return removed
 
 
-def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None) -> os.stat_result:
+def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
+           staged: Path | None = None) -> os.stat_result:
+    """Write one output; ``_make_room`` has just made its folders real.
+
+    ``staged``: a folder (beside ``staging``) where this build's workers left
+    finished outputs named by their hash; one is moved into place instead of
+    being written again from the database.
+    """
+    if staged is not None:
+        target = build_dir / path
+        try:
+            os.replace(staged / row.hash, target)
+        except FileNotFoundError:
+            pass   # not staged (or already used by an output with the same bytes)
+        else:
+            return os.stat(target, follow_symlinks=False)
     size = row.size if row.size is not None else store.blob_size(row.hash)
     if size is not None and size <= STREAM_ABOVE:
-        return atomic_write(build_dir / path, store.blob(row.hash), staging, root=build_dir)
+        return atomic_write(build_dir / path, store.blob(row.hash), staging, root=build_dir, parents_checked=True)
     chunks = store.blob_chunks(row.hash)
     try:
-        return atomic_write(build_dir / path, chunks, staging, root=build_dir)
+        return atomic_write(build_dir / path, chunks, staging, root=build_dir, parents_checked=True)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
@@ -118,7 +149,7 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
 
 
 def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: set[str], deleted: set[str],
-           sink: Sink, full: bool = True) -> int:
+           sink: Sink, full: bool = True, staged: Path | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
     ``full=False`` (a watch batch) touches only this build's writes and deletions
@@ -159,9 +190,10 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
             repaired += 1
 
     total = len(rows)
+    todo: list[tuple[str, OutputRow, str | None]] = []
     for i, (path, row) in enumerate(sorted(rows.items())):
         if i % 256 == 0:
-            sink.progress(i, total, "mirroring")
+            sink.progress(i, total, "checking")
             stop.check()
         st = on_disk.get(path)
         what = None
@@ -182,12 +214,19 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
                 stats.append(_stat_row(path, st, now))
                 continue
             what = "modified"
-        try:
-            repaired += _make_room(build_dir, path, all_rows, sink)
-        except OutputClashError as e:
-            clashes.append(e)
+        todo.append((path, row, what))
+
+    checked: set[Path] = set()
+    results = _write_all(build_dir, store, todo, all_rows, staging, sink, checked, staged)
+    for i, ((path, _row, what), (new_st, removed, clash)) in enumerate(zip(todo, results, strict=True)):
+        if i % 256 == 0:
+            sink.progress(i, len(todo), "mirroring")
+            stop.check()
+        repaired += removed
+        if clash is not None:
+            clashes.append(clash)
             continue
-        new_st = _write(build_dir, store, path, row, staging)
+        assert new_st is not None
         stats.append(_stat_row(path, new_st, now))
         if what is not None:
             sink.emit(RepairedEvent(path=path, what=what))
@@ -199,3 +238,26 @@ def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: s
         also = f" (and {more} more clash{'es' if more > 1 else ''})" if more else ""
         raise OutputClashError(first.message + also, hint=first.hint)
     return repaired
+
+
+WriteResult = tuple[os.stat_result | None, int, OutputClashError | None]   # (stat, strays removed, clash)
+
+
+def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, str | None]],
+               rows: dict[str, OutputRow], staging: Path | None, sink: Sink,
+               checked: set[Path], staged: Path | None = None) -> Iterator[WriteResult]:
+    """Write every output of ``todo``, results in order (lazily: events stay in step with the writes).
+
+    Forked workers do not help here: file creation is the kernel's work, and
+    it serialises on the folders (measured: -j 2 no faster than -j 1).
+    """
+    return (_write_one(build_dir, store, path, row, rows, staging, sink, checked, staged) for path, row, _ in todo)
+
+
+def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: dict[str, OutputRow],
+               staging: Path | None, sink: Sink, checked: set[Path], staged: Path | None = None) -> WriteResult:
+    try:
+        removed = _make_room(build_dir, path, rows, sink, checked)
+    except OutputClashError as e:
+        return None, 0, e
+    return _write(build_dir, store, path, row, staging, staged), removed, None

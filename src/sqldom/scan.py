@@ -21,6 +21,8 @@ from sqldom.hashing import hash_bytes, hash_file
 
 # Files larger than this are hashed in a stream and not kept in memory.
 KEEP_BYTES_LIMIT = 8 << 20
+# Bytes read by one scan kept in memory at most; beyond, they are handed to ``spill`` (stored as blobs).
+KEEP_TOTAL_LIMIT = 32 << 20
 
 
 class Recorded(NamedTuple):
@@ -70,6 +72,7 @@ class ScanResult:
     data: dict[str, bytes] = field(default_factory=dict)       # bytes read by this scan
     big: dict[str, str] = field(default_factory=dict)          # hashed but too large to keep
     unreadable: dict[str, str] = field(default_factory=dict)   # path -> why it could not be read
+    kept: int = 0                                               # bytes held in ``data``
 
     @property
     def touched(self) -> set[str]:
@@ -77,12 +80,16 @@ class ScanResult:
 
 
 def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded],
-         store_big: Callable[[str], str] | None = None) -> ScanResult:
+         store_big: Callable[[str], str] | None = None,
+         spill: Callable[[dict[str, bytes]], None] | None = None) -> ScanResult:
     """Compare the files on disk (path -> (absolute path, stat if known)) with the recorded rows.
 
     ``store_big(abspath) -> hash`` streams a file too large to keep in memory
     into the database as it hashes it, so its recorded hash is exactly that of
-    the stored bytes even if the file changes meanwhile.
+    the stored bytes even if the file changes meanwhile. ``spill(hash -> bytes)``
+    stores what was read so far whenever more than KEEP_TOTAL_LIMIT bytes are
+    held, so a cold scan of a large project does not keep every file in memory
+    (``data`` then holds only the files read since the last spill).
     """
     result = ScanResult(started_ns=time.time_ns())
     for rel, (abspath, known) in files.items():
@@ -114,6 +121,10 @@ def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded
         result.hashes[rel] = h
         result.stats[rel] = st
         result.rehashed.append(rel)
+        if spill is not None and result.kept > KEEP_TOTAL_LIMIT:
+            spill({result.hashes[p]: d for p, d in result.data.items()})
+            result.data.clear()
+            result.kept = 0
         if rec is None:
             result.added.append(rel)
         elif rec.hash != h:
@@ -142,6 +153,7 @@ def _hash(rel: str, abspath: str, st: Stat, result: ScanResult,
     with open(abspath, "rb") as f:
         data = f.read()
     result.data[rel] = data
+    result.kept += len(data)
     return hash_bytes(data)
 
 

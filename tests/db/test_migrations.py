@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,41 @@ def test_the_quiet_run_row_has_the_columns_of_the_runs_table() -> None:
     from sqldom.db.tables import runs
     counts = {"built": 0, "restored": 0, "unchanged": 0, "deleted": 0, "failed": 0, "errors": 0}
     assert {"id", "command", "started_at", "finished_at", *counts} == {c.name for c in runs.columns}
+
+
+def test_an_edit_never_imports_sqlalchemy_either(project: Project) -> None:
+    """Every write of a build goes through sqlite3 (Store.record); SQLAlchemy only creates the schema."""
+    project.write("a.md", "# A\n\n[](b.txt)\n")
+    project.write("b.txt", "B\n")
+    assert project.build().code == 0
+    project.write("b.txt", "B, edited\n")
+    code = ("import sys, pathlib; from sqldom.engine import BuildOptions, build; from sqldom.events import ListSink;"
+            f"s = ListSink(); build(BuildOptions(root=pathlib.Path({str(project.root)!r})), s);"
+            "print(len([e for e in s.events if e.event == 'step']), 'sqlalchemy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "False"]   # b.txt, and a.md that shows its title
+
+
+def test_every_row_the_store_writes_has_the_columns_of_its_table(project: Project,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's plain-SQL writes take column names from the rows' keys: they must be the tables' columns."""
+    from sqldom.db import tables
+    from sqldom.db.store import Store
+    seen: dict[str, set[str]] = {}
+    insert = Store._insert
+
+    def spy(c: Any, table: str, rows: list[dict[str, Any]], verb: str = "insert",
+            upsert_key: str | None = None) -> None:
+        for r in rows:
+            seen.setdefault(table, set()).update(r)
+        insert(c, table, rows, verb, upsert_key)
+
+    monkeypatch.setattr(Store, "_insert", staticmethod(spy))
+    project.write("a.md", "# A\n\n[](b.txt) [](missing.txt)\n")
+    project.write("b.txt", "B\n")
+    project.build_inproc()
+    project.delete("b.txt")
+    project.build_inproc()
+    assert {"sources", "steps", "build", "problems", "traces", "executions"} <= set(seen)
+    for table, cols in seen.items():
+        assert cols <= {c.name for c in tables.metadata.tables[table].columns}, table

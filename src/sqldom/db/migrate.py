@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from sqldom.errors import DatabaseError
 
@@ -159,10 +160,14 @@ def ensure_schema(db: Path, shown: str = "var/build.db") -> None:
     upgrade(db)
 
 
+def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+
+
 def upgrade(db: Path, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, event
 
     db.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -178,6 +183,11 @@ def upgrade(db: Path, revision: str = "head") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", script_location())
     engine = create_engine(f"sqlite:///{db}")
+    # Python's sqlite3 commits before DDL on its own, so CREATE TABLE would escape the
+    # transaction: a build killed mid-migration left half a schema. Take control of
+    # BEGIN so the whole upgrade (tables and alembic_version) is one transaction.
+    event.listen(engine, "connect", _autocommit_driver)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn

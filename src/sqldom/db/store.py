@@ -1,13 +1,14 @@
 """Every query of var/build.db. Nothing SQLAlchemy-shaped leaves this module.
 
-Reads go through one plain ``sqlite3`` connection in autocommit mode (cheap,
-set-based, no ORM round trips); each build phase's writes go through
-SQLAlchemy Core in a single transaction (``record``). SQLAlchemy is imported
-on the first write, so a read-only command never pays for it.
+Reads and writes go through one plain ``sqlite3`` connection (cheap,
+set-based, no ORM round trips); each build phase's writes are one transaction
+(``record``). SQLAlchemy defines the schema (db/tables.py, migrations) and is
+imported only to create or upgrade the database, so a build never pays for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -123,15 +124,22 @@ class Store:
             self.raw = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
             self.raw.execute("PRAGMA busy_timeout=10000")
             self.raw.execute("PRAGMA foreign_keys=ON")
+            self.raw.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as e:
             raise DatabaseError(f"cannot open the database: {e}", path=shown) from e
-        self._engine: Any = None
+
+    def reopen(self) -> None:
+        """In a forked worker: a connection of its own, since a SQLite connection must not cross a fork.
+
+        The inherited connections are kept (referenced, never used, never
+        closed), so nothing in the worker can disturb the parent's.
+        """
+        self._inherited = self.raw
+        self.raw = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.raw.execute("PRAGMA busy_timeout=10000")
 
     def close(self) -> None:
         self.raw.close()
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
 
     # ---- reads -------------------------------------------------------------
 
@@ -309,6 +317,19 @@ class Store:
                        "order by path, line, step, id")
         return [Problem(step=r[0], phase=r[1], path=r[2], line=r[3], severity=r[4], message=r[5]) for r in rows]
 
+    def steps_match_sources(self, n_sources: int) -> bool:
+        """Every content source has a step, no other step exists, and none failed (index lookups, no rows loaded)."""
+        if self.raw.execute("select 1 from steps where status = 'failed' limit 1").fetchone() is not None:
+            return False
+        if self.count_steps() != n_sources:
+            return False
+        orphan = self.raw.execute("select 1 from sources s where s.path not like '../%' and not exists "
+                                  "(select 1 from steps t where t.id = s.path) limit 1").fetchone()
+        return orphan is None
+
+    def count_steps(self) -> int:
+        return int(self.raw.execute("select count(*) from steps").fetchone()[0])
+
     def last_run_finished(self) -> bool:
         row = self.raw.execute("select finished_at from runs order by id desc limit 1").fetchone()
         return row is None or row[0] is not None
@@ -335,65 +356,72 @@ class Store:
                        "join runs r on r.id = e.run where e.step = ? order by e.run desc, e.id desc limit ?",
                        (step, limit))
 
-    # ---- writes (SQLAlchemy Core) -----------------------------------------
+    # ---- writes ------------------------------------------------------------------
+    #
+    # The schema is SQLAlchemy's (db/tables.py, created and upgraded by Alembic), but
+    # the writes are plain SQL on the sqlite3 connection: importing SQLAlchemy costs
+    # about 200 ms, more than an incremental build, and its executemany builds a
+    # dict per row where these bind tuples. Column names come from the rows' keys
+    # (our own code), so a column added by a migration needs no change here;
+    # tests/db check every statement against the tables.
 
-    @property
-    def engine(self) -> Any:
-        if self._engine is None:
-            from sqlalchemy import create_engine, event
-            engine = create_engine(f"sqlite:///{self.path}")
-
-            @event.listens_for(engine, "connect")
-            def _connect(dbapi_conn: Any, _rec: Any) -> None:
-                dbapi_conn.isolation_level = None
-                dbapi_conn.execute("PRAGMA foreign_keys=ON")
-                dbapi_conn.execute("PRAGMA busy_timeout=10000")
-                dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-
-            @event.listens_for(engine, "begin")
-            def _begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-            self._engine = engine
-        return self._engine
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the writer lock is taken up front)."""
+        c = self.raw
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
 
     def next_run_id(self) -> int:
         """The id the running build will have; safe because only the lock holder writes runs."""
         return int(self.raw.execute("select coalesce(max(id), 0) + 1 from runs").fetchone()[0])
 
     def record_quiet_run(self, run: int, command: str, started_at: float, counts: dict[str, int]) -> None:
-        """The history row of a build that recorded nothing else (a no-op).
-
-        Written through sqlite3, not SQLAlchemy: importing SQLAlchemy costs about
-        200 ms, more than the rest of a no-op build. The columns are those of
-        ``tables.runs``; a test checks they stay in step.
-        """
+        """The history row of a build that recorded nothing else (a no-op)."""
         cols = ["id", "command", "started_at", "finished_at", *counts]
         marks = ",".join("?" * len(cols))
         self.raw.execute(f"insert into runs ({','.join(cols)}) values ({marks})",
                          (run, command, started_at, time.time(), *counts.values()))
 
     def finish_run(self, run: int, counts: dict[str, int]) -> None:
-        from sqlalchemy import update
-
-        from sqldom.db.tables import runs
-        with self.engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.id == run).values(finished_at=time.time(), **counts))
+        sets = ", ".join(f"{c} = ?" for c in counts)
+        with self.transaction() as c:
+            c.execute(f"update runs set finished_at = ?, {sets} where id = ?", (time.time(), *counts.values(), run))
 
     def insert_blobs(self, blobs: dict[str, bytes]) -> None:
         if not blobs:
             return
-        from sqlalchemy import insert
+        with self.transaction() as c:
+            self._insert_blobs(c, blobs)
 
-        from sqldom.db.tables import blobs as t
-        with self.engine.begin() as conn:
-            self._insert_blobs(conn, insert, t, blobs)
-
-    def _insert_blobs(self, conn: Any, insert: Any, t: Any, blobs: dict[str, bytes]) -> None:
+    def _insert_blobs(self, c: sqlite3.Connection, blobs: dict[str, bytes]) -> None:
         missing = set(blobs) - self.has_blobs(blobs)
         if missing:
-            conn.execute(insert(t).prefix_with("OR IGNORE"),
-                         [{"hash": h, "size": len(blobs[h]), "data": blobs[h]} for h in missing])
+            c.executemany("insert or ignore into blobs (hash, size, data) values (?, ?, ?)",
+                          ((h, len(blobs[h]), blobs[h]) for h in sorted(missing)))
+
+    @staticmethod
+    def _insert(c: sqlite3.Connection, table: str, rows: list[dict[str, Any]], verb: str = "insert",
+                upsert_key: str | None = None) -> None:
+        """Insert dict rows (all with the same keys); ``upsert_key``: update the row that has that key."""
+        if not rows:
+            return
+        cols = list(rows[0])
+        sql = f"{verb} into {table} ({', '.join(cols)}) values ({', '.join('?' * len(cols))})"
+        if upsert_key is not None:
+            sets = ", ".join(f"{col} = excluded.{col}" for col in cols if col != upsert_key)
+            sql += f" on conflict ({upsert_key}) do update set {sets}"
+        c.executemany(sql, (tuple(r[col] for col in cols) for r in rows))
+
+    @staticmethod
+    def _delete_in(c: sqlite3.Connection, table: str, column: str, keys: list[str]) -> None:
+        for part in chunks(keys):
+            c.execute(f"delete from {table} where {column} in ({','.join('?' * len(part))})", part)
 
     def record(self, b: Batch, command: str = "build", started_at: float | None = None) -> None:
         """Write a build's results and its run row atomically: either all of it is in the database, or none.
@@ -401,105 +429,60 @@ class Store:
         The run row stays unfinished (``finished_at`` NULL) until ``finish_run``:
         a build that dies after this point makes the next one verify every step.
         """
-        from sqlalchemy import delete, insert
-        from sqlalchemy.dialects.sqlite import insert as upsert
-
-        from sqldom.db import tables as t
-        with self.engine.begin() as conn:
-            conn.execute(insert(t.runs).values(id=b.run, command=command, started_at=started_at or time.time(),
-                                               built=0, restored=0, unchanged=0, deleted=0, failed=0, errors=0))
-            self._insert_blobs(conn, insert, t.blobs, b.blobs)
-            for part in chunks(b.sources_delete):
-                conn.execute(delete(t.sources).where(t.sources.c.path.in_(part)))
-            if b.sources_upsert:
-                s = upsert(t.sources)
-                conn.execute(s.on_conflict_do_update(index_elements=["path"], set_={
-                    c: s.excluded[c] for c in ("hash", "size", "mtime_ns", "ctime_ns", "inode", "scanned_ns")}),
-                    b.sources_upsert)
-            for part in chunks(b.steps_delete):
-                conn.execute(delete(t.steps).where(t.steps.c.id.in_(part)))
-            if b.steps_upsert:
-                s = upsert(t.steps)
-                cols = [c for c in b.steps_upsert[0] if c != "id"]
-                conn.execute(s.on_conflict_do_update(index_elements=["id"], set_={c: s.excluded[c] for c in cols}),
-                             b.steps_upsert)
-            if b.containers_upsert:
-                s = upsert(t.steps)
-                cols = [c for c in b.containers_upsert[0] if c != "id"]
-                conn.execute(s.on_conflict_do_update(index_elements=["id"], set_={c: s.excluded[c] for c in cols}),
-                             b.containers_upsert)
-            for part in chunks(b.workshop_delete):
-                conn.execute(delete(t.workshop).where(t.workshop.c.name.in_(part)))
-            if b.workshop_upsert:
-                s = upsert(t.workshop)
-                cols = [c for c in b.workshop_upsert[0] if c != "name"]
-                conn.execute(s.on_conflict_do_update(index_elements=["name"],
-                                                     set_={c: s.excluded[c] for c in cols}), b.workshop_upsert)
+        from sqldom.hashing import canonical_json, hash_text
+        with self.transaction() as c:
+            c.execute("insert into runs (id, command, started_at, built, restored, unchanged, deleted, failed, errors) "
+                      "values (?, ?, ?, 0, 0, 0, 0, 0, 0)", (b.run, command, started_at or time.time()))
+            if b.blobs:
+                self._insert_blobs(c, b.blobs)
+            self._delete_in(c, "sources", "path", b.sources_delete)
+            self._insert(c, "sources", b.sources_upsert, upsert_key="path")
+            self._delete_in(c, "steps", "id", b.steps_delete)
+            self._insert(c, "steps", b.steps_upsert, upsert_key="id")
+            self._insert(c, "steps", b.containers_upsert, upsert_key="id")
+            self._delete_in(c, "workshop", "name", b.workshop_delete)
+            self._insert(c, "workshop", b.workshop_upsert, upsert_key="name")
             if b.deps:
-                keys = list(b.deps)
-                conn.execute(delete(t.deps).where(t.deps.c.step == _bp("step"), t.deps.c.phase == _bp("phase")),
-                             [{"b_step": s, "b_phase": p} for s, p in keys])
-                rows = [{"step": s, "phase": p, "kind": r.kind, "target": r.target, "key": r.key, "hash": r.hash}
-                        for (s, p), reads in b.deps.items() for r in reads]
-                if rows:
-                    conn.execute(insert(t.deps).prefix_with("OR REPLACE"), rows)
+                c.executemany("delete from deps where step = ? and phase = ?", list(b.deps))
+                c.executemany("insert or replace into deps (step, phase, kind, target, key, hash) "
+                              "values (?, ?, ?, ?, ?, ?)",
+                              ((s, p, r.kind, r.target, r.key, r.hash) for (s, p), reads in b.deps.items()
+                               for r in reads))
             if b.facts:
-                for part in chunks(list(b.facts)):
-                    conn.execute(delete(t.facts).where(t.facts.c.path.in_(part)))
+                self._delete_in(c, "facts", "path", list(b.facts))
                 rows = []
-                from sqldom.hashing import canonical_json, hash_text
                 for path, facts in b.facts.items():
                     for name, value in facts.items():
                         js = canonical_json(value)
-                        rows.append({"path": path, "name": name, "value": js, "hash": hash_text(js)})
-                if rows:
-                    conn.execute(insert(t.facts), rows)
-            for part in chunks(b.build_delete):
-                conn.execute(delete(t.build).where(t.build.c.path.in_(part)))
-            if b.build_upsert:
-                s = upsert(t.build)
-                conn.execute(s.on_conflict_do_update(index_elements=["path"], set_={
-                    c: s.excluded[c] for c in ("hash", "step", "size", "mtime_ns", "ctime_ns", "inode",
-                                               "mirrored_ns")}), b.build_upsert)
+                        rows.append((path, name, js, hash_text(js)))
+                c.executemany("insert into facts (path, name, value, hash) values (?, ?, ?, ?)", rows)
+            self._delete_in(c, "build", "path", b.build_delete)
+            self._insert(c, "build", b.build_upsert, upsert_key="path")
             if b.problems:
-                conn.execute(delete(t.problems).where(t.problems.c.step == _bp("step"),
-                                                      t.problems.c.phase == _bp("phase")),
-                             [{"b_step": s, "b_phase": p} for s, p in b.problems])
-                found = [{"run": b.run, **p.as_dict()} for plist in b.problems.values() for p in plist]
-                if found:
-                    conn.execute(insert(t.problems), found)
+                c.executemany("delete from problems where step = ? and phase = ?", list(b.problems))
+                self._insert(c, "problems", [{"run": b.run, **p.as_dict()} for plist in b.problems.values()
+                                             for p in plist])
             if b.traces:
-                conn.execute(insert(t.traces), b.traces)
+                self._insert(c, "traces", b.traces)
                 for part in chunks(sorted({tr["step"] for tr in b.traces})):
-                    conn.exec_driver_sql(
+                    c.execute(
                         "delete from traces where id in (select id from (select id, row_number() over "
                         "(partition by step, phase order by id desc) as n from traces where step in "
                         f"({','.join('?' * len(part))})) where n > {TRACES_KEPT})", tuple(part))
-            if b.executions:
-                conn.execute(insert(t.executions), b.executions)
+            self._insert(c, "executions", b.executions)
 
     def update_output_stats(self, rows: list[dict[str, Any]]) -> None:
         """After mirroring: remember each output file's stat so the next check needs no read."""
         if not rows:
             return
-        from sqlalchemy import bindparam, update
-
-        from sqldom.db.tables import build
-        stmt = update(build).where(build.c.path == bindparam("b_path")).values(
-            mtime_ns=bindparam("mtime_ns"), ctime_ns=bindparam("ctime_ns"), inode=bindparam("inode"),
-            mirrored_ns=bindparam("mirrored_ns"))
-        with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
+        with self.transaction() as c:
+            c.executemany("update build set mtime_ns = ?, ctime_ns = ?, inode = ?, mirrored_ns = ? where path = ?",
+                          ((r["mtime_ns"], r["ctime_ns"], r["inode"], r["mirrored_ns"], r["b_path"]) for r in rows))
 
     def collect_garbage(self) -> int:
         """Drop blobs nothing refers to any more (sources, outputs, remembered traces)."""
-        with self.engine.begin() as conn:
-            res = conn.exec_driver_sql(
+        with self.transaction() as c:
+            res = c.execute(
                 "delete from blobs where hash not in (select hash from sources union select hash from build "
                 "union select j.value from traces, json_each(traces.outputs) as j)")
             return int(res.rowcount or 0)
-
-
-def _bp(name: str) -> Any:
-    from sqlalchemy import bindparam
-    return bindparam(f"b_{name}")

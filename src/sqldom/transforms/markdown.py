@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime
 import posixpath
+import zlib
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from markdown_it.token import Token
 
+from sqldom.hashing import hash_text
 from sqldom.model import PARSE, Problem
 from sqldom.site import Doc, Site, Source
 from sqldom.transforms import links
@@ -176,50 +179,162 @@ def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
     return facts
 
 
+# ---- write: render once into a template, then fill in what other documents decide ----------
+#
+# Rendering (the costly part after parsing) depends only on the document's own
+# text; what depends on other documents (does a link target exist, what is its
+# title) is a hole in the rendered text. The template can therefore be made in a
+# worker process right after the parse (``prepare``), while the holes are filled
+# where every fact is known, through ``site`` so that each read is recorded.
+# A serial build goes through the same two steps, so both give the same bytes.
+
+class Template(NamedTuple):
+    """A rendered body cut at its holes: ``parts[0] slot parts[1] slot ...``."""
+
+    parts: tuple[str, ...]     # one more than ``order``
+    order: tuple[int, ...]     # which slot goes after parts[i]
+    holes: tuple[tuple[Any, ...], ...]   # in the order their reads happen
+    slots: int
+
+
+# Templates made ahead (by a worker, for its own documents' writes), keyed by
+# (path, hash of the body, line offset), their text compressed: a worker may keep
+# tens of thousands of them between its parse phase and its write phase.
+_templates: dict[tuple[str, str, int], tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]] = {}
+
+
 def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     text = doc.text          # decoding problems were reported by parse
     _, body, offset = split_front_matter(text, doc.path, [], load=False)
-    toks = tokens(body, take=True)
+    packed = _templates.pop((doc.path, hash_text(body), offset), None) if _templates else None
+    tpl = _unpack(packed) if packed is not None else make_template(tokens(body, take=True), body, offset, doc.path)
+    return fill(tpl, doc, site, problems)
+
+
+def prepare(path: str, data: bytes) -> None:
+    """Make and keep the template of a just-parsed document (its tokens are still cached) for its write."""
+    text = data.decode("utf-8", errors="replace")
+    _, body, offset = split_front_matter(text, path, [], load=False)
+    tpl = make_template(tokens(body, take=True), body, offset, path)
+    text_bytes = "".join(tpl.parts).encode("utf-8")
+    _templates[(path, hash_text(body), offset)] = (zlib.compress(text_bytes, 1), tuple(len(x) for x in tpl.parts),
+                                                    tpl.order, tpl.holes, tpl.slots)
+
+
+def _unpack(packed: tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]) -> Template:
+    data, lengths, order, holes, slots = packed
+    text = zlib.decompress(data).decode("utf-8")
+    parts, at = [], 0
+    for n in lengths:
+        parts.append(text[at: at + n])
+        at += n
+    return Template(tuple(parts), order, holes, slots)
+
+
+def discard_prepared() -> None:
+    """Drop templates no write took (a build that wrote less than it parsed)."""
+    _templates.clear()
+
+
+def make_template(toks: list[Token], body: str, offset: int, path: str) -> Template:
+    """Render ``toks`` with a marker in every hole; the tokens are consumed (changed in place)."""
+    holes: list[tuple[Any, ...]] = []
+    setters: list[tuple[Token, str, int]] = []   # (token, "href" | "content", slot)
+
+    def slot(tok: Token, what: str) -> int:
+        setters.append((tok, what, len(setters)))
+        return len(setters) - 1
+
     for _tok, children, i, line in _walk_links(toks, offset, body):
         child = children[i]
         if child.type == "image":
-            links.check(site, str(child.attrGet("src") or ""), doc.path, line, problems)
+            holes.append(("image", str(child.attrGet("src") or ""), line))
             continue
-        href = str(child.attrGet("href") or "")
-        target = links.check(site, href, doc.path, line, problems)
-        if target is None:
-            continue
-        child.attrSet("href", links.rewrite(href))
+        href_slot = slot(child, "href")
+        text_slot = -1
         if i + 1 < len(children) and children[i + 1].type == "link_close":
-            filler = Token("text", "", 0, content=links.title_for(site, target))
+            filler = Token("text", "", 0)
             children.insert(i + 1, filler)
+            text_slot = slot(filler, "content")
+        holes.append(("link", str(child.attrGet("href") or ""), line, href_slot, text_slot))
     for tok in toks:
         if tok.type == "html_block":
             first = offset + (tok.map[0] if tok.map else 0) + 1
-            tok.content = links.process_html(tok.content, doc.path, site, problems, first)
+            holes.append(("html", tok.content, first, slot(tok, "content")))
     for tok in toks:
         if tok.type == "inline" and tok.children:
-            _fill_inline_html(tok, offset, doc, site, problems)
-    rendered = md().renderer.render(toks, md().options, {})
-    title = doc.facts.get("title") or posixpath.basename(doc.path)
-    return html_page(str(title), rendered).encode("utf-8")
+            _inline_html_holes(tok, offset, holes, slot)
+    return _render_cut(toks, body, setters, tuple(holes))
 
 
-def _fill_inline_html(tok: Token, offset: int, doc: Doc, site: Site, problems: list[Problem]) -> None:
+def _inline_html_holes(tok: Token, offset: int, holes: list[tuple[Any, ...]], slot: Any) -> None:
     """Inline ``<a href="x"></a>`` in a paragraph: two html_inline tokens side by side."""
     children = tok.children or []
     line = offset + (tok.map[0] if tok.map else 0) + 1
-    i = 0
-    while i < len(children):
-        c = children[i]
+    for i, c in enumerate(children):
         if c.type in ("softbreak", "hardbreak"):
             line += 1
         if c.type == "html_inline" and c.content.lower().startswith("<a"):
             nxt = children[i + 1] if i + 1 < len(children) else None
             if nxt is not None and nxt.type == "html_inline" and nxt.content.lower().startswith("</a"):
-                c.content = links.process_html(c.content + nxt.content, doc.path, site, problems, line)
+                holes.append(("html", c.content + nxt.content, line, slot(c, "content")))
                 nxt.content = ""
             else:
-                fixed = links.process_html(c.content + "x</a>", doc.path, site, problems, line)
-                c.content = fixed[: -len("x</a>")]
-        i += 1
+                holes.append(("html-open", c.content, line, slot(c, "content")))
+
+
+def _render_cut(toks: list[Token], body: str, setters: list[tuple[Token, str, int]],
+                holes: tuple[tuple[Any, ...], ...]) -> Template:
+    """Render with ``<m>slot<m>`` markers, ``m`` a private-use character the output has nowhere else."""
+    if not setters:
+        return Template((md().renderer.render(toks, md().options, {}),), (), holes, 0)
+    code = 0xE000
+    while True:
+        m = chr(code)
+        code += 1
+        if m in body:
+            continue
+        for tok, what, n in setters:
+            if what == "href":
+                tok.attrSet("href", f"{m}{n}{m}")
+            else:
+                tok.content = f"{m}{n}{m}"
+        pieces = md().renderer.render(toks, md().options, {}).split(m)
+        # text, slot, "", slot, ... : markers come in pairs around a slot number
+        parts = [pieces[0]]
+        order = []
+        ok = len(pieces) == 2 * len(setters) + 1
+        for k in range(1, len(pieces) - 1, 2) if ok else ():
+            if not pieces[k].isdigit():
+                ok = False
+                break
+            order.append(int(pieces[k]))
+            parts.append(pieces[k + 1])
+        if ok and sorted(order) == list(range(len(setters))):
+            return Template(tuple(parts), tuple(order), holes, len(setters))
+        # the marker came out of the text itself (an entity such as &#xE000;): try the next one
+
+
+def fill(tpl: Template, doc: Doc, site: Site, problems: list[Problem]) -> bytes:
+    """The page: every hole's read made through ``site`` (in document order), then joined."""
+    values = [""] * tpl.slots
+    for hole in tpl.holes:
+        kind = hole[0]
+        if kind == "image":
+            links.check(site, hole[1], doc.path, hole[2], problems)
+        elif kind == "link":
+            _, href, line, href_slot, text_slot = hole
+            target = links.check(site, href, doc.path, line, problems)
+            values[href_slot] = escapeHtml(href if target is None else links.rewrite(href))
+            if text_slot >= 0 and target is not None:
+                values[text_slot] = escapeHtml(links.title_for(site, target))
+        elif kind == "html":
+            values[hole[3]] = links.process_html(hole[1], doc.path, site, problems, hole[2])
+        else:   # "html-open": an <a> whose </a> comes later
+            values[hole[3]] = links.process_html(hole[1] + "x</a>", doc.path, site, problems, hole[2])[: -len("x</a>")]
+    out = [tpl.parts[0]]
+    for i, n in enumerate(tpl.order):
+        out.append(values[n])
+        out.append(tpl.parts[i + 1])
+    title = doc.facts.get("title") or posixpath.basename(doc.path)
+    return html_page(str(title), "".join(out)).encode("utf-8")
