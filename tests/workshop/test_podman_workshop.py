@@ -282,3 +282,19 @@ def test_removing_a_step_or_the_workshop_removes_their_rows_and_outputs(workshop
     assert p.query("select count(*) from workshop") == [(0,)]
     assert not (p.root / "build" / "step-1-setup").exists()
     assert p.text("steps/01-setup.html") is not None
+
+
+def test_watch_rebuilds_the_chain_from_the_edited_step(workshop: Workshop) -> None:
+    from tests.support.watch import WatchProcess
+    p = workshop.project
+    with WatchProcess(p.root) as w:
+        first = w.start(timeout=120)
+        assert {s: st for s, st in first.steps.items() if s in STEPS} == dict.fromkeys(STEPS, "built")
+        step1 = workshop.row("step-1-setup")["image_digest"]
+        p.write("code/data/cities.csv", "city,country\nLisbon,Portugal\n")
+        batch = w.until(lambda: "2 /workshop/data/cities.csv" in (p.text("step-2-data/workshop/report/lines.txt")
+                                                                  or ""), timeout=120)
+        executed = {s for s in batch.executed if s in STEPS}
+        assert executed == {"step-2-data", "step-3-secret"}, list(batch)
+        assert workshop.row("step-1-setup")["image_digest"] == step1
+        assert w.stop() == 0
