@@ -310,3 +310,21 @@ class FakeEngine:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def path_of(query: str) -> list[tuple[str, dict[str, Any]]]:
+    """The chain of fields a query selects, root first (one field per level, fragments skipped)."""
+    op = graphql.parse(query).definitions[0]
+    assert isinstance(op, graphql.OperationDefinitionNode)
+    selection_set: graphql.SelectionSetNode | None = op.selection_set
+    fields: list[tuple[str, dict[str, Any]]] = []
+    while selection_set is not None:
+        node = selection_set.selections[0]
+        if isinstance(node, graphql.InlineFragmentNode):
+            selection_set = node.selection_set
+            continue
+        assert isinstance(node, graphql.FieldNode)
+        fields.append((node.name.value, {a.name.value: graphql.value_from_ast_untyped(a.value)
+                                         for a in node.arguments or ()}))
+        selection_set = node.selection_set
+    return fields

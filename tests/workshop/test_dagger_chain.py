@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import graphql
 import pytest
 
 from sqldom.executors.base import ExecutorError
@@ -41,7 +40,7 @@ from sqldom.workshop.backend import (
 )
 from sqldom.workshop.dagger import DaggerChain, archive_digest, run_step
 from tests.executors.conftest import DAGGER_IMAGE, skip_or_fail
-from tests.executors.fake_dagger import FakeConnection, FakeEngine, Script, oci_archive
+from tests.executors.fake_dagger import FakeConnection, FakeEngine, Script, oci_archive, path_of
 
 REPO = "registry.example:5000/workshops/intro"
 PARENT_DIGEST = "sha256:" + "ab" * 32
@@ -82,22 +81,6 @@ def run_offline(script: Script, job: StepJob, scratch: Path,
         return await run_step(client, job, scratch, on_output)
 
     return anyio.run(main)
-
-
-def path_of(query: str) -> list[tuple[str, dict[str, Any]]]:
-    """The chain of fields a query selects, root first (each level has one field, or a fragment)."""
-    selection_set = graphql.parse(query).definitions[0].selection_set  # type: ignore[attr-defined]
-    fields: list[tuple[str, dict[str, Any]]] = []
-    while selection_set is not None:
-        node = selection_set.selections[0]
-        if isinstance(node, graphql.InlineFragmentNode):
-            selection_set = node.selection_set
-            continue
-        assert isinstance(node, graphql.FieldNode)
-        fields.append((node.name.value, {a.name.value: graphql.value_from_ast_untyped(a.value)
-                                         for a in node.arguments or ()}))
-        selection_set = node.selection_set
-    return fields
 
 
 def last_query_with(script: Script, leaf: str) -> list[tuple[str, dict[str, Any]]]:

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import graphql
 import pytest
 
 from sqldom.executors.dagger import CLI_ENV, RUNNER_ENV
-from tests.executors.fake_dagger import FakeEngine, Script
+from tests.executors.fake_dagger import FakeEngine, Script, path_of
 from tests.support.project import Project, Result
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workshop"
@@ -114,24 +113,6 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake]:
 def ok(r: Result) -> Result:
     assert r.code == 0, (r.problems, r.stderr)
     return r
-
-
-def path_of(query: str) -> Fields:
-    """The chain of fields a query selects, root first (one field per level, fragments skipped)."""
-    op = graphql.parse(query).definitions[0]
-    assert isinstance(op, graphql.OperationDefinitionNode)
-    selection_set: graphql.SelectionSetNode | None = op.selection_set
-    fields: Fields = []
-    while selection_set is not None:
-        node = selection_set.selections[0]
-        if isinstance(node, graphql.InlineFragmentNode):
-            selection_set = node.selection_set
-            continue
-        assert isinstance(node, graphql.FieldNode)
-        fields.append((node.name.value, {a.name.value: graphql.value_from_ast_untyped(a.value)
-                                         for a in node.arguments or ()}))
-        selection_set = node.selection_set
-    return fields
 
 
 def execs(sent: list[str]) -> list[str]:
