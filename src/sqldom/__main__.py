@@ -1,3 +1,3 @@
-from sqldom.cli import main
+from sqldom.entry import main
 
 main()

@@ -26,13 +26,13 @@ from typing import Any
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
-from sqldom.db.store import Batch, OutputRow, StepRow, Store
+from sqldom.db.store import Batch, OutputRow, ProbeRow, StepRow, Store
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
-from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
+from sqldom.hashing import ABSENT, builtin_code_hash, canonical_json, hash_bytes
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
 from sqldom.plan import duplicate_outputs, path_clashes, verify
-from sqldom.rules import BUILTIN_REVISION, Rule, RuleSet
+from sqldom.rules import Rule, RuleSet
 from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_paths
 from sqldom.site import PRESENT, fact_hash, glob_hash
 
@@ -98,36 +98,6 @@ def assigned(path: str, rules: RuleSet) -> Desired:
     a = rules.assign(path)
     kind = "command" if a.writer.kind == "command" else "document"
     return Desired(path, kind, a.parser, a.writer, a.output, a.output_error)
-
-
-def builtin_code_hash() -> str:
-    from sqldom import __version__
-    return hash_json(["builtin", __version__, BUILTIN_REVISION, _dist_version("markdown-it-py", "markdown_it")])
-
-
-def _dist_version(dist: str, module: str) -> str:
-    """An installed distribution's version, read from its ``.dist-info`` folder's name beside the module.
-
-    ``importlib.metadata`` answers the same but costs ~30 ms of imports on every
-    build; it stays the fallback for installs laid out otherwise.
-    """
-    import importlib.util
-    import os
-    spec = importlib.util.find_spec(module)
-    if spec is not None and spec.origin:
-        site = os.path.dirname(os.path.dirname(spec.origin))
-        prefix = dist.replace("-", "_") + "-"
-        try:
-            names = [n for n in os.listdir(site) if n.startswith(prefix) and n.endswith(".dist-info")]
-        except OSError:
-            names = []
-        if len(names) == 1:
-            return names[0][len(prefix):-len(".dist-info")]
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version(dist)
-    except PackageNotFoundError:  # pragma: no cover
-        return "unknown"
 
 
 @dataclass
@@ -295,11 +265,15 @@ class Session:
             self._clashes = path_clashes(self._claims[1])
         return self._clashes
 
-    def build(self, sink: Sink, changed: set[str] | None = None, full: bool = False) -> int:
-        """One build; ``changed`` (content-relative paths) limits the scan to what a watcher reported."""
+    def build(self, sink: Sink, changed: set[str] | None = None, full: bool = False, mirror_all: bool = False) -> int:
+        """One build; ``changed`` (content-relative paths) limits the scan to what a watcher (or the probe) reported.
+
+        With ``changed``, only this build's writes are mirrored, unless ``mirror_all``.
+        """
         options = self.options if not full else replace(self.options, full=True)
         try:
-            return Build(self.project, self.store, options, sink, session=self, hint=changed).run()
+            return Build(self.project, self.store, options, sink, session=self, hint=changed,
+                         mirror_all=mirror_all).run()
         except BaseException:
             self.forget()
             raise
@@ -369,13 +343,14 @@ class Plan:
 
 class Build:
     def __init__(self, project: Project, store: Store, options: BuildOptions, sink: Sink,
-                 session: Session | None = None, hint: set[str] | None = None) -> None:
+                 session: Session | None = None, hint: set[str] | None = None, mirror_all: bool = False) -> None:
         self.p = project
         self.store = store
         self.opts = options
         self.sink = sink
         self.session = session or Session(project, options, store)
         self.hint = hint
+        self.mirror_all = mirror_all   # with a hint: check all of build/ anyway (the probe saw it differ)
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         # results computed ahead by forked workers (-j), taken by the serial pass in step order
@@ -547,7 +522,8 @@ class Build:
         outputs = self.store.outputs()
         repaired = mirror(self.p.build, self.store, outputs, set(), set(), self.sink, full=True)
         unchanged = self.store.count_steps()
-        return self.report(plan.scan, run_id, started_at, t0, {}, unchanged, 0, False, repaired)
+        return self.report(plan.scan, run_id, started_at, t0, {}, unchanged, 0, False, repaired,
+                           probe=self.probe_row(plan))
 
     def _run(self) -> int:
         t0 = time.monotonic()
@@ -700,15 +676,33 @@ class Build:
             after[r["path"]] = OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
         self.close_workers()
         repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
-                          set(batch.build_delete), self.sink, full=self.hint is None, staged=self.staged)
+                          set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
+                          staged=self.staged)
         self.drop_staged()
         self.session.remember(batch, after, sc)
 
         return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
-                           len(batch.build_delete), recorded, repaired, chain)
+                           len(batch.build_delete), recorded, repaired, chain, probe=self.probe_row(plan))
+
+    @staticmethod
+    def probe_row(plan: Plan) -> ProbeRow | None:
+        """Whether the next one-shot build may be answered by the no-op probe, and what it compares.
+
+        Not when this configuration reads what the probe does not look at:
+        container images (command steps' and a workshop's) and pages (steps
+        without a source). The rest (sources, outputs, failures, sqldom.yaml
+        and build.py) the probe checks itself.
+        """
+        config, rules = plan.config, plan.rules
+        if rules.pages or config.workshop is not None:
+            return None
+        if any(r.command is not None and r.command.image for r in rules.commands):
+            return None
+        return builtin_code_hash(), [CONFIG_FILE, config.build_py]
 
     def report(self, sc: ScanResult, run_id: int, started_at: float, t0: float, outcomes: dict[str, Outcome],
-               unchanged: int, deleted: int, recorded: bool, repaired: int, chain: Any = None) -> int:
+               unchanged: int, deleted: int, recorded: bool, repaired: int, chain: Any = None,
+               probe: ProbeRow | None = None) -> int:
         """Problems and the summary; the run row is finished (or, for a build that recorded nothing, written)."""
         problems = self.store.problems()
         for pr in problems:
@@ -726,9 +720,9 @@ class Build:
         counts: dict[str, int] = {"built": built, "restored": restored, "unchanged": unchanged,
                                   "deleted": deleted, "failed": failed, "errors": errors}
         if recorded:
-            self.store.finish_run(run_id, counts)
+            self.store.finish_run(run_id, counts, probe)
         else:
-            self.store.record_quiet_run(run_id, self.opts.command, started_at, counts)
+            self.store.record_quiet_run(run_id, self.opts.command, started_at, counts, probe)
         self.sink.emit(SummaryEvent(built=built, restored=restored, unchanged=counts["unchanged"],
                                     deleted=counts["deleted"], failed=failed, errors=errors,
                                     seconds=round(time.monotonic() - t0, 3), repaired=repaired))
@@ -1240,9 +1234,19 @@ def build(options: BuildOptions, sink: Sink) -> int:
 
 
 def build_locked(project: Project, options: BuildOptions, sink: Sink) -> int:
-    """One build by a caller that already holds the project lock."""
+    """One build by a caller that already holds the project lock.
+
+    When the probe looked at this project moment ago (``sqldom build`` from
+    the command line) and nobody built since, the scan takes its word for which
+    sources changed instead of walking content/ again.
+    """
+    from sqldom import probe
     session = Session(project, options)
     try:
+        handoff = probe.take_handoff(project.root)
+        if (handoff is not None and handoff.changed and not (options.full or options.from_step or options.push)
+                and session.store.next_run_id() - 1 == handoff.last_run):
+            return session.build(sink, changed=set(handoff.changed), mirror_all=not handoff.build_intact)
         return session.build(sink)
     finally:
         session.close()

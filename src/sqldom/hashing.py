@@ -1,4 +1,4 @@
-"""The one definition of "same": xxh3-128 of bytes and of canonical JSON."""
+"""The one definition of "same": xxh3-128 of bytes and of canonical JSON; the identity of the built-in code."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import xxhash
 ABSENT = "absent"  # the hash recorded for a thing that was read but did not exist
 
 CHUNK = 1 << 20
+
+# Bump when a built-in transform's output changes, so those steps rebuild.
+BUILTIN_REVISION = "1"
 
 
 def hash_bytes(data: bytes) -> str:
@@ -38,3 +41,38 @@ def hash_file(path: str) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
+
+
+def builtin_code_hash() -> str:
+    """What every step that ran built-in code read (kind ``code``): sqldom's version and markdown-it's.
+
+    Here rather than beside the rules so that the no-op probe can compute it
+    without importing them (they import the configuration, hence PyYAML).
+    """
+    from sqldom import __version__
+    return hash_json(["builtin", __version__, BUILTIN_REVISION, _dist_version("markdown-it-py", "markdown_it")])
+
+
+def _dist_version(dist: str, module: str) -> str:
+    """An installed distribution's version, read from its ``.dist-info`` folder's name beside the module.
+
+    ``importlib.metadata`` answers the same but costs ~30 ms of imports on every
+    build; it stays the fallback for installs laid out otherwise.
+    """
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        prefix = dist.replace("-", "_") + "-"
+        try:
+            names = [n for n in os.listdir(site) if n.startswith(prefix) and n.endswith(".dist-info")]
+        except OSError:
+            names = []
+        if len(names) == 1:
+            return names[0][len(prefix):-len(".dist-info")]
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"

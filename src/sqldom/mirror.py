@@ -32,6 +32,7 @@ def _stat_row(path: str, st: os.stat_result, now: int) -> dict[str, Any]:
 
 
 def _trusted(row: OutputRow, st: os.stat_result) -> bool:
+    """(``scan.TRUSTED_OUTPUT_SQL`` says the same in SQL: change both together.)"""
     if row.mtime_ns is None or row.mirrored_ns is None:
         return False
     if (row.size, row.mtime_ns, row.ctime_ns, row.inode) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns,

@@ -17,9 +17,6 @@ from sqldom.config import CommandRule
 from sqldom.hashing import hash_json
 from sqldom.patterns import compile_glob
 
-# Bump when a built-in transform's output changes, so those steps rebuild.
-BUILTIN_REVISION = "1"
-
 
 @dataclass(frozen=True)
 class Rule:

@@ -52,8 +52,26 @@ def racy_margin_ns(mtime_ns: int) -> int:
     return 2_000_000_000 if mtime_ns % 1_000_000_000 == 0 else 50_000_000
 
 
+def racy_margin_sql(mtime: str) -> str:
+    """``racy_margin_ns`` as a SQL expression over the column ``mtime`` (the probe's set-based checks)."""
+    return f"(case when {mtime} % 1000000000 = 0 then 2000000000 else 50000000 end)"
+
+
+# ``trusted`` for a ``sources`` row, as SQL: its stat fingerprint alone may vouch for its hash
+TRUSTED_SOURCE_SQL = (f"(mtime_ns < scanned_ns - {racy_margin_sql('mtime_ns')} "
+                      f"and ctime_ns < scanned_ns - {racy_margin_sql('mtime_ns')})")
+
+
+# ``mirror._trusted`` for a ``build`` row, as SQL
+TRUSTED_OUTPUT_SQL = (f"(mtime_ns is not null and mirrored_ns is not null "
+                      f"and mtime_ns < mirrored_ns - {racy_margin_sql('mtime_ns')})")
+
+
 def trusted(rec: Recorded, st: Stat) -> bool:
-    """True when the recorded hash can be reused without reading the file."""
+    """True when the recorded hash can be reused without reading the file.
+
+    (``TRUSTED_SOURCE_SQL`` says the same in SQL: change both together.)
+    """
     if rec[1:5] != st:
         return False
     margin = racy_margin_ns(rec.mtime_ns)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from sqldom import cli
+from sqldom import exits
 from sqldom.db import migrate
 from sqldom.db.store import Store
 from sqldom.errors import DatabaseError, EnvironmentFailure, OutputClashError, SqldomError
@@ -262,7 +262,7 @@ def test_sqlalchemy_full_disk_becomes_an_environment_failure_without_sql(tmp_pat
     wrapped = sqlalchemy.exc.OperationalError("INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)",
                                               [("h", 3, b"SECRET PARAMETER")],
                                               sqlite3.OperationalError("database or disk is full"))
-    err = cli._environment(wrapped, tmp_path)
+    err = exits.environment(wrapped, tmp_path)
     assert isinstance(err, EnvironmentFailure) and err.exit_code == 1
     text = f"{err.headline()} {err.hint}"
     assert "var/build.db" in text and "disk is full" in text and "consistent" in text
@@ -270,7 +270,7 @@ def test_sqlalchemy_full_disk_becomes_an_environment_failure_without_sql(tmp_pat
 
 
 def test_a_malformed_database_is_a_database_error_exit_2() -> None:
-    err = cli._environment(sqlite3.DatabaseError("database disk image is malformed"), None)
+    err = exits.environment(sqlite3.DatabaseError("database disk image is malformed"), None)
     assert isinstance(err, DatabaseError) and err.exit_code == 2
     assert "var/build.db is corrupt" in err.headline()
     assert err.hint is not None and "sqldom clean" in err.hint
@@ -280,14 +280,14 @@ def test_a_malformed_database_is_a_database_error_exit_2() -> None:
                                         (errno.EACCES, "permission denied"), (errno.EROFS, "read-only")])
 def test_an_os_error_of_the_environment_names_the_file(tmp_path: Path, code: int, words: str) -> None:
     exc = OSError(code, os.strerror(code), str(tmp_path / "build" / "b.txt"))
-    err = cli._environment(exc, tmp_path)
+    err = exits.environment(exc, tmp_path)
     assert isinstance(err, EnvironmentFailure)
     assert err.path == "build/b.txt" and words in err.headline().lower(), err.headline()
 
 
 def test_other_errors_stay_bugs() -> None:
-    assert cli._environment(RuntimeError("boom"), None) is None
-    assert cli._environment(OSError(errno.ENOENT, "No such file or directory", "x"), None) is None
+    assert exits.environment(RuntimeError("boom"), None) is None
+    assert exits.environment(OSError(errno.ENOENT, "No such file or directory", "x"), None) is None
 
 
 def test_a_bug_report_falls_back_to_the_temp_folder_then_to_the_terminal(
@@ -299,7 +299,7 @@ def test_a_bug_report_falls_back_to_the_temp_folder_then_to_the_terminal(
     try:
         raise RuntimeError("boom\nSECOND LINE")
     except RuntimeError as e:
-        assert cli._bug(e, not_a_folder) == 1
+        assert exits.bug(e, not_a_folder) == 1
     err = capsys.readouterr().err
     saved = list((tmp_path / "tmp").glob("crash-*.txt"))
     assert len(saved) == 1 and str(saved[0]) in err and "SECOND LINE" not in err
@@ -309,7 +309,7 @@ def test_a_bug_report_falls_back_to_the_temp_folder_then_to_the_terminal(
     try:
         raise RuntimeError("boom again")
     except RuntimeError as e:
-        cli._bug(e, not_a_folder)
+        exits.bug(e, not_a_folder)
     err = capsys.readouterr().err
     assert "crash-" not in err, "no file is named when none was written"
     assert "Traceback" in err and "boom again" in err, "the traceback is printed instead"
@@ -317,7 +317,7 @@ def test_a_bug_report_falls_back_to_the_temp_folder_then_to_the_terminal(
 
 def test_json_events_use_the_original_stdout_while_prints_go_to_stderr(tmp_path: Path) -> None:
     code = textwrap.dedent('''\
-        from sqldom.cli import _stdout_to_stderr
+        from sqldom.exits import stdout_to_stderr as _stdout_to_stderr
         from sqldom.events import JsonSink, SummaryEvent
         sink = JsonSink()
         with _stdout_to_stderr(True):

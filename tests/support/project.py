@@ -117,11 +117,14 @@ class Project:
         return _result(proc.returncode, events, proc.stdout, proc.stderr)
 
     def build_inproc(self, full: bool = False) -> Result:
-        """The same build in this process (fast; used by the property tests)."""
+        """The same build in this process, the probe first as in ``sqldom build`` (fast; the property tests)."""
+        from sqldom import probe
         from sqldom.engine import BuildOptions, build
         from sqldom.events import ListSink, as_dict
         sink = ListSink()
-        code = build(BuildOptions(root=self.root, full=full), sink)
+        code = None if full else probe.try_build(self.root, lambda: sink)
+        if code is None:
+            code = build(BuildOptions(root=self.root, full=full), sink)
         return _result(code, [as_dict(e) for e in sink.events])
 
 

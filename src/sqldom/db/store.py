@@ -112,6 +112,9 @@ class Batch:
                         self.workshop_upsert, self.workshop_delete])
 
 
+# (builtin code hash, config files): what the no-op probe compares (table ``probe``, sqldom/probe.py)
+ProbeRow = tuple[str, list[str]]
+
 TRACES_KEPT = 8
 
 
@@ -381,17 +384,31 @@ class Store:
         """The id the running build will have; safe because only the lock holder writes runs."""
         return int(self.raw.execute("select coalesce(max(id), 0) + 1 from runs").fetchone()[0])
 
-    def record_quiet_run(self, run: int, command: str, started_at: float, counts: dict[str, int]) -> None:
-        """The history row of a build that recorded nothing else (a no-op)."""
+    def record_quiet_run(self, run: int, command: str, started_at: float, counts: dict[str, int],
+                         probe: ProbeRow | None = None) -> None:
+        """The history row of a build that recorded nothing else (a no-op), and the probe's row."""
         cols = ["id", "command", "started_at", "finished_at", *counts]
         marks = ",".join("?" * len(cols))
-        self.raw.execute(f"insert into runs ({','.join(cols)}) values ({marks})",
-                         (run, command, started_at, time.time(), *counts.values()))
+        with self.transaction() as c:
+            c.execute(f"insert into runs ({','.join(cols)}) values ({marks})",
+                      (run, command, started_at, time.time(), *counts.values()))
+            self._set_probe(c, probe)
 
-    def finish_run(self, run: int, counts: dict[str, int]) -> None:
+    def finish_run(self, run: int, counts: dict[str, int], probe: ProbeRow | None = None) -> None:
+        """The run is done: its counts, and whether the next one-shot build may be answered by the probe."""
         sets = ", ".join(f"{c} = ?" for c in counts)
         with self.transaction() as c:
             c.execute(f"update runs set finished_at = ?, {sets} where id = ?", (time.time(), *counts.values(), run))
+            self._set_probe(c, probe)
+
+    @staticmethod
+    def _set_probe(c: sqlite3.Connection, probe: ProbeRow | None) -> None:
+        if probe is None:
+            c.execute("delete from probe")
+        else:
+            c.execute("insert into probe (id, builtin, config_files) values (1, ?, ?) on conflict (id) do update "
+                      "set builtin = excluded.builtin, config_files = excluded.config_files",
+                      (probe[0], json.dumps(probe[1])))
 
     def insert_blobs(self, blobs: dict[str, bytes]) -> None:
         if not blobs:

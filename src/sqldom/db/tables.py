@@ -100,7 +100,8 @@ deps = Table(
     Column("target", Text, primary_key=True, comment="path, pattern or function name"),
     Column("key", Text, primary_key=True, comment="fact name; '' when none"),
     Column("hash", Text, nullable=False, comment="hash of the value read; 'absent' for a missing thing"),
-    Index("ix_deps_target", "target", "kind"),
+    # covering: "who read X" and "did anyone read code X with another hash" never touch the table
+    Index("ix_deps_target", "target", "kind", "hash", "step"),
     comment="One row per thing a step read in its last execution.",
 )
 
@@ -169,6 +170,17 @@ problems = Table(
     Column("message", Text, nullable=False),
     Index("ix_problems_step", "step"),
     comment="One row per outstanding problem; re-reported by every build until fixed.",
+)
+
+probe = Table(
+    "probe",
+    metadata,
+    Column("id", Integer, primary_key=True, comment="always 1: at most one row"),
+    Column("builtin", Text, nullable=False, comment="identity of sqldom's built-in code that recorded it"),
+    Column("config_files", Text, nullable=False,
+           comment="JSON list of the project files (sqldom.yaml, build.py) whose stat the probe compares"),
+    comment="Present when the last build's configuration lets the no-op probe (sqldom/probe.py) answer a "
+            "build with nothing to do: no workshop, no container images, no pages.",
 )
 
 workshop = Table(
