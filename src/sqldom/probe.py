@@ -178,12 +178,20 @@ def _look(root: Path, store: Store) -> ProbeRow | None:
     config_files: list[str] = json.loads(row[1])
     if not _config_unchanged(root, c, config_files):
         return None
-    changed = _content_changes(root / "content", c)
-    intact = _build_intact(root / "build", c)
+    checker = _start_build_check(root / "build", store.path)
+    try:
+        changed = _content_changes(root / "content", c)
+    finally:
+        intact = checker()
     if changed or not intact:
         _handoffs[root] = Handoff(frozenset(changed), intact, int(last[0]))
         return None
     if not store.steps_match_sources(_count(c, f"select count(*) from sources where {_CONTENT}")):
+        return None
+    # what every step read of the built-in code: the same index pages the full path reads for a no-op
+    # (``code_changed``), so a damaged database is noticed as often as there, and the full path explains it
+    if c.execute("select 1 from deps where target >= 'builtin:' and target < 'builtin;' and kind = 'code' "
+                 "and hash <> ? limit 1", (row[0],)).fetchone() is not None:
         return None
     return row[0], config_files
 
@@ -222,6 +230,36 @@ def _content_changes(content: Path, c: sqlite3.Connection) -> set[str]:
     changed.update(r[0] for r in c.execute(
         f"select path from sources where {_CONTENT} and not {TRUSTED_SOURCE_SQL}"))
     return changed
+
+
+def _start_build_check(build: Path, db: Path) -> Callable[[], bool]:
+    """Check build/ in a forked child while this process walks content/; returns the wait for its answer.
+
+    The two walks are mostly system calls on two trees, so on two cores they
+    take the time of one. The child opens its own read-only connection (a SQLite
+    connection must not cross a fork) and answers in its exit status. Where
+    fork is unavailable or fails, the check runs here, serially.
+    """
+    def here() -> bool:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            return _build_intact(build, con)
+        finally:
+            con.close()
+    try:
+        pid = os.fork()
+    except (AttributeError, OSError):
+        return here
+    if pid == 0:   # the child: answer in the exit status, run no cleanup of the parent's
+        try:
+            os._exit(0 if here() else 1)
+        except BaseException:   # noqa: BLE001 - whatever it was, the parent declines
+            os._exit(2)
+
+    def wait() -> bool:
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+    return wait
 
 
 def _build_intact(build: Path, c: sqlite3.Connection) -> bool:
