@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
@@ -81,9 +81,8 @@ class Project:
         return Project(root.resolve())
 
 
-@dataclass(frozen=True)
-class Desired:
-    """What a step should be now, according to the current rules."""
+class Desired(NamedTuple):
+    """What a step should be now, according to the current rules (a tuple: one per source, every build)."""
 
     id: str
     kind: str                     # document | page
@@ -888,9 +887,11 @@ class Build:
         (``markdown.prepare``) and keeps it for the write phase (``write_ahead``),
         which the same worker runs for the same documents.
         """
+        if len(self.parse_due) < PARALLEL_MIN:
+            return   # (before importing the workers: an edit never needs them)
         from sqldom import workers
         jobs = self.opts.jobs or workers.cores()
-        if jobs < 2 or len(self.parse_due) < PARALLEL_MIN or not workers.can_fork():
+        if jobs < 2 or not workers.can_fork():
             return
         todo = sorted(self.parse_due)
         traces = {} if self.opts.full else self.store.traces_of(todo, PARSE)
