@@ -19,14 +19,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
-from sqldom.db.store import Batch, OutputRow, ProbeRow, StepRow, Store
+from sqldom.db.store import Batch, OutputRow, Overlay, ProbeRow, StepRow, Store
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
 from sqldom.hashing import ABSENT, builtin_code_hash, canonical_json, hash_bytes
@@ -92,6 +92,35 @@ class Desired(NamedTuple):
     output_error: str | None = None
 
 
+class NarrowDesired(Mapping[str, Desired]):
+    """Every content source's desired step, made when first asked for (see ``Build.narrow_plan``)."""
+
+    def __init__(self, hashes: dict[str, str], make: Callable[[str], Desired]) -> None:
+        self._hashes = hashes
+        self._make = make
+        self._made: dict[str, Desired] = {}
+        self._len: int | None = None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._hashes and not key.startswith("../")
+
+    def __getitem__(self, key: str) -> Desired:
+        if key not in self:
+            raise KeyError(key)
+        d = self._made.get(key)
+        if d is None:
+            d = self._made[key] = self._make(key)
+        return d
+
+    def __iter__(self) -> Iterator[str]:
+        return (p for p in self._hashes if not p.startswith("../"))
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+
 def assigned(path: str, rules: RuleSet) -> Desired:
     """The step a source gets under the current rules: a command step or a document step."""
     a = rules.assign(path)
@@ -121,7 +150,7 @@ class Current:
     """Current values of everything a step can read: the ``World`` of site.py."""
 
     def __init__(self, scan_result: ScanResult, store: Store, rules: RuleSet,
-                 desired: dict[str, Desired]) -> None:
+                 desired: Mapping[str, Desired]) -> None:
         self.scan = scan_result
         self.store = store
         self.rules = rules
@@ -230,6 +259,7 @@ class Session:
         self._clashes: dict[str, tuple[str, str]] | None = None
         self.builtin_checked: dict[str, str] | None = None   # built-in code hashes every recorded read agrees with
         self.config_paths: set[str] | None = None            # recorded "../" sources (build.py, sqldom.yaml)
+        self.one_shot = False   # one build, told which sources changed by the probe (Build.narrow_plan)
 
     def claims(self, desired: dict[str, Desired], changed: list[str] | None) -> dict[str, str]:
         """step -> output for the outputs that more than one step wants (what ``duplicate_outputs`` needs).
@@ -329,8 +359,8 @@ class Plan:
     scan: ScanResult
     rules: RuleSet
     user_file: str | None
-    prev: dict[str, StepRow]
-    desired: dict[str, Desired]
+    prev: Mapping[str, StepRow]
+    desired: Mapping[str, Desired]
     current: Current
     removed: list[str]
     candidates: set[str]
@@ -338,6 +368,7 @@ class Plan:
     config: Config
     desired_changed: list[str] | None = None   # steps added/removed in a reused desired dict
     quiet: bool = False                          # nothing to execute: see Build.nothing_to_do
+    narrow: bool = False                         # rows read on demand: see Build.narrow_plan
 
 
 class Build:
@@ -388,19 +419,22 @@ class Build:
         return RuleSet(user_rules, fingerprints, builtin_code_hash(), shown or "build.py",
                        commands=config.rules), shown
 
-    def desired_steps(self, rules: RuleSet, current_paths: list[str], prev: dict[str, StepRow],
+    @staticmethod
+    def desired_of(path: str, row: StepRow | None, rules: RuleSet, rules_changed: bool) -> Desired:
+        """A source's step: as recorded while the rules stay the same (no matching needed), else assigned."""
+        by_name = rules.by_name
+        if (not rules_changed and row is not None and row.kind in ("document", "command")
+                and (row.parser is None or row.parser in by_name) and row.writer in by_name
+                and row.output is not None):
+            return Desired(path, row.kind, by_name[row.parser] if row.parser else None, by_name[row.writer],
+                           row.output)
+        return assigned(path, rules)
+
+    def desired_steps(self, rules: RuleSet, current_paths: list[str], prev: Mapping[str, StepRow],
                       rules_changed: bool) -> dict[str, Desired]:
         desired: dict[str, Desired] = {}
-        by_name = rules.by_name
         for path in current_paths:
-            row = prev.get(path)
-            if (not rules_changed and row is not None and row.kind in ("document", "command")
-                    and (row.parser is None or row.parser in by_name) and row.writer in by_name
-                    and row.output is not None):
-                desired[path] = Desired(path, row.kind, by_name[row.parser] if row.parser else None,
-                                        by_name[row.writer], row.output)
-                continue
-            desired[path] = assigned(path, rules)
+            desired[path] = self.desired_of(path, prev.get(path), rules, rules_changed)
         for rule, output, error in rules.page_outputs():
             sid = output or rule.pattern
             if sid in desired:
@@ -415,20 +449,32 @@ class Build:
         """Scan and find the candidate steps; reads the database, writes nothing."""
         config = load_config(self.p.root)
         session = self.session
-        recorded = session.recorded if session.recorded is not None else self.store.sources()
         extra: dict[str, tuple[str, Stat | None]] = {}
         for name in (CONFIG_FILE, config.build_py):
             f = self.p.root / name
             if f.is_file():
                 extra[f"../{name}"] = (str(f), None)
-        if self.hint is not None:
-            if session.config_paths is None:
-                session.config_paths = {p for p in recorded if p.startswith("../")}
-            sc = scan_paths(self.p.content, self.hint, recorded, extra, session.config_paths | set(extra),
-                            self.store.store_file_blob)
+        narrow = (self.hint is not None and session.one_shot and not self.mirror_all and config.workshop is None
+                  and session.steps is None)
+        if narrow:
+            assert self.hint is not None
+            known = self.store.source_hashes()
+            config_paths = {p for p in known if p.startswith("../")} | set(extra)
+            sc = scan_paths(self.p.content, self.hint, self.store.sources_of(set(self.hint) | config_paths),
+                            extra, config_paths, self.store.store_file_blob, known=known)
+            recorded: dict[str, Recorded] = {}
         else:
-            sc = None
+            recorded = session.recorded if session.recorded is not None else self.store.sources()
+            if self.hint is not None:
+                if session.config_paths is None:
+                    session.config_paths = {p for p in recorded if p.startswith("../")}
+                sc = scan_paths(self.p.content, self.hint, recorded, extra, session.config_paths | set(extra),
+                                self.store.store_file_blob)
+            else:
+                sc = None
         if sc is None:
+            if narrow:
+                narrow, recorded = False, self.store.sources()
             self.hint = None   # a full walk
             files = content_files(self.p.content)
             files.update(extra)
@@ -438,6 +484,10 @@ class Build:
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
         full_verify = self.opts.full or unfinished or config_touched
+        if narrow and (full_verify or sc.added or sc.deleted or rules.pages or not self.store.narrow_allowed()):
+            narrow, recorded = False, self.store.sources()
+        if narrow:
+            return self.narrow_plan(sc, rules, user_file, config)
         if not full_verify and self.nothing_to_do(config, sc, rules):
             session.recorded = recorded
             return Plan(sc, rules, user_file, {}, {}, Current(sc, self.store, rules, {}), [], set(), False,
@@ -465,6 +515,23 @@ class Build:
         else:
             cand = {c for c in self.candidates(sc, cur, desired, prev) if c in desired}
         return Plan(sc, rules, user_file, prev, desired, cur, removed, cand, full_verify, config, desired_changed)
+
+    def narrow_plan(self, sc: ScanResult, rules: RuleSet, user_file: str | None, config: Config) -> Plan:
+        """The plan of a one-shot build told which sources changed (the probe's handoff), read row by row.
+
+        Taken only when no source came or went, the rules and sqldom.yaml are
+        those of the last (finished) build, no step failed and none is a page
+        or a container step: then no step is new or removed, no output can
+        clash, and every step's row, desired step and output are needed only
+        for the few candidates. So nothing is loaded whole: ``prev``,
+        ``desired`` and the outputs are read on demand (``store.Lazy``), and
+        an edit costs in proportion to what it touches, not to the project.
+        """
+        prev = self.store.lazy_steps()
+        desired = NarrowDesired(sc.hashes, lambda path: self.desired_of(path, prev.get(path), rules, False))
+        cur = Current(sc, self.store, rules, desired)
+        cand = {c for c in self.candidates(sc, cur, desired, prev, narrow=True) if c in desired}
+        return Plan(sc, rules, user_file, prev, desired, cur, [], cand, False, config, narrow=True)
 
     def nothing_to_do(self, config: Config, sc: ScanResult, rules: RuleSet) -> bool:
         """True when this build provably executes nothing and records nothing but its run row.
@@ -502,6 +569,8 @@ class Build:
         one-shot build from checking every output against every other.
         """
         sc = plan.scan
+        if plan.narrow:
+            return True   # (checked by narrow_plan's conditions)
         return (plan.desired_changed is None and not plan.full_verify and not sc.added and not sc.deleted
                 and not any(row.status == FAILED for row in plan.prev.values()))
 
@@ -568,6 +637,7 @@ class Build:
         write_cand = {x for x in write_cand if x in desired}
         losers: dict[str, tuple[str, str]] = {}
         if not self.outputs_settled(plan):
+            assert isinstance(desired, dict)   # (a narrow plan's outputs are settled)
             shared = self.session.claims(desired, plan.desired_changed)
             losers = {s: (w, f"output {desired[s].output} is produced by two steps, {w} and "
                              f"{self.step_label(s, desired[s])}; only {w} writes it")
@@ -578,7 +648,11 @@ class Build:
         extra = [x for x in write_cand if x not in cand]
         if extra:
             deps.update(self.store.deps_of(extra))
-        outputs_before = self.session.outputs if self.session.outputs is not None else self.store.outputs()
+        outputs_before: Mapping[str, OutputRow]
+        if plan.narrow:
+            outputs_before = self.store.lazy_outputs()
+        else:
+            outputs_before = self.session.outputs if self.session.outputs is not None else self.store.outputs()
         self.write_phase(write_cand, desired, deps, cur, batch, user_file, losers, outputs_before, prev)
         for x in sorted(self.parse_due):
             self.ensure_parsed(x)
@@ -643,7 +717,7 @@ class Build:
         # versions of every output alive anyway: collect after deletions and every GC_EVERY runs.
         if recorded and (batch.steps_delete or batch.build_delete or run_id % GC_EVERY == 0):
             self.session.garbage_due += 1
-            if self.hint is None or self.session.garbage_due >= GC_EVERY:
+            if self.hint is None or self.session.one_shot or self.session.garbage_due >= GC_EVERY:
                 self.store.collect_garbage()
                 self.session.garbage_due = 0
 
@@ -668,17 +742,26 @@ class Build:
         # mirror
         stop.check()
         from sqldom.mirror import mirror
-        after = dict(outputs_before)
-        for path in batch.build_delete:
-            after.pop(path, None)
-        for r in batch.build_upsert:
-            after[r["path"]] = OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
+        put = {r["path"]: OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
+               for r in batch.build_upsert}
+        after: Mapping[str, OutputRow]
+        if plan.narrow:
+            after = Overlay(outputs_before, put, set(batch.build_delete))
+        else:
+            after = dict(outputs_before)
+            for path in batch.build_delete:
+                after.pop(path, None)
+            after.update(put)
         self.close_workers()
         repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
                           staged=self.staged)
         self.drop_staged()
-        self.session.remember(batch, after, sc)
+        if plan.narrow:
+            self.session.forget()   # nothing whole was loaded: the next build of this session reads again
+        else:
+            assert isinstance(after, dict)
+            self.session.remember(batch, after, sc)
 
         return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
                            len(batch.build_delete), recorded, repaired, chain, probe=self.probe_row(plan))
@@ -735,13 +818,13 @@ class Build:
         if self.opts.from_step is not None:
             raise UsageError(f"--from-step {self.opts.from_step}: sqldom.yaml declares no workshop",
                              hint="--from-step names a step of `steps:` in sqldom.yaml")
-        return any(row.kind == CONTAINER for row in plan.prev.values())
+        return not plan.narrow and any(row.kind == CONTAINER for row in plan.prev.values())
 
-    def run_workshop(self, plan: Plan, batch: Batch, outputs_before: dict[str, OutputRow]) -> Any:
+    def run_workshop(self, plan: Plan, batch: Batch, outputs_before: Mapping[str, OutputRow]) -> Any:
         """Build the chain's due steps into ``batch``; returns its ``ChainResult``."""
         return self.workshop_chain(plan, batch, outputs_before).run()
 
-    def workshop_chain(self, plan: Plan, batch: Batch, outputs_before: dict[str, OutputRow]) -> Any:
+    def workshop_chain(self, plan: Plan, batch: Batch, outputs_before: Mapping[str, OutputRow]) -> Any:
         """The workshop's ``Chain`` over this build's current values (``status`` asks it what is due)."""
         from sqldom import workshop
         from sqldom.workshop.chain import Chain, ChainInputs, ChainOptions
@@ -773,11 +856,12 @@ class Build:
         return Chain(inputs, self.store, batch, options, self.sink,
                      lambda: workshop.chain_backend(plan.config.executor, scratch_root=self.p.var / "tmp"))
 
-    def candidates(self, sc: ScanResult, cur: Current, desired: dict[str, Desired],
-                   prev: dict[str, StepRow]) -> set[str]:
+    def candidates(self, sc: ScanResult, cur: Current, desired: Mapping[str, Desired],
+                   prev: Mapping[str, StepRow], narrow: bool = False) -> set[str]:
         cand = set(sc.added) | set(sc.changed)
-        cand |= {s for s in desired if s not in prev}
-        cand |= {s for s, row in prev.items() if row.status == FAILED}
+        if not narrow:   # (a narrow plan has no new step and no failed one: see narrow_plan)
+            cand |= {s for s in desired if s not in prev}
+            cand |= {s for s, row in prev.items() if row.status == FAILED}
         touched = sc.touched
         if touched:
             cand |= self.store.steps_reading(touched, ("source", "exists"))
@@ -823,7 +907,7 @@ class Build:
     def outcome(self, step: str) -> Outcome:
         return self.outcomes.setdefault(step, Outcome())
 
-    def due_parses(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
+    def due_parses(self, cand: set[str], desired: Mapping[str, Desired], deps: dict[tuple[str, str], list[Read]],
                    cur: Current) -> dict[str, tuple[str, str]]:
         """Document steps whose parse reads changed (or that never parsed), with the reason."""
         due: dict[str, tuple[str, str]] = {}
@@ -1035,9 +1119,9 @@ class Build:
         return {"step": step, "phase": phase, "reads": canonical_json([r.as_list() for r in reads]),
                 "results": canonical_json(results), "outputs": canonical_json(outputs), "run": run}
 
-    def write_phase(self, cand: set[str], desired: dict[str, Desired], deps: dict[tuple[str, str], list[Read]],
+    def write_phase(self, cand: set[str], desired: Mapping[str, Desired], deps: dict[tuple[str, str], list[Read]],
                     cur: Current, batch: Batch, user_file: str | None, losers: dict[str, tuple[str, str]],
-                    outputs_before: dict[str, Any], prev: dict[str, StepRow]) -> None:
+                    outputs_before: Mapping[str, Any], prev: Mapping[str, StepRow]) -> None:
         # facts that candidates read, loaded in one query
         fact_targets = {r.target for s in cand for r in deps.get((s, WRITE), []) if r.kind == "fact"}
         cur.preload_facts(sorted(fact_targets))
@@ -1093,7 +1177,7 @@ class Build:
         if commands:
             self.run_commands(commands, desired, cur, batch)
 
-    def run_commands(self, todo: list[tuple[str, tuple[str, str]]], desired: dict[str, Desired], cur: Current,
+    def run_commands(self, todo: list[tuple[str, tuple[str, str]]], desired: Mapping[str, Desired], cur: Current,
                      batch: Batch) -> None:
         """Dirty command steps: restore what a trace covers, run the rest in parallel, record each."""
         from sqldom.commands import Planned, describe_error, describe_failure, run_all
@@ -1247,6 +1331,7 @@ def build_locked(project: Project, options: BuildOptions, sink: Sink) -> int:
         handoff = probe.take_handoff(project.root)
         if (handoff is not None and handoff.changed and not (options.full or options.from_step or options.push)
                 and session.store.next_run_id() - 1 == handoff.last_run):
+            session.one_shot = True
             return session.build(sink, changed=set(handoff.changed), mirror_all=not handoff.build_intact)
         return session.build(sink)
     finally:

@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,12 @@ def _inside(build_dir: Path, path: str) -> bool:
     return True
 
 
-def _clash_below(rows: dict[str, OutputRow], folder: str) -> str | None:
+def _clash_below(rows: Mapping[str, OutputRow], folder: str) -> str | None:
     prefix = folder + "/"
     return next((p for p in sorted(rows) if p.startswith(prefix)), None)
 
 
-def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sink,
+def _make_room(build_dir: Path, path: str, rows: Mapping[str, OutputRow], sink: Sink,
                checked: set[Path] | None = None) -> int:
     """Make build/<path> writable as a file without following any symlink.
 
@@ -78,7 +78,7 @@ def _make_room(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sin
     return removed
 
 
-def _make_parents(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: Sink,
+def _make_parents(build_dir: Path, path: str, rows: Mapping[str, OutputRow], sink: Sink,
                   checked: set[Path] | None = None) -> int:
     target = build_dir / path
     removed = 0
@@ -103,7 +103,7 @@ def _make_parents(build_dir: Path, path: str, rows: dict[str, OutputRow], sink: 
     return removed
 
 
-def _clear_target(build_dir: Path, path: str, rows: dict[str, OutputRow]) -> None:
+def _clear_target(build_dir: Path, path: str, rows: Mapping[str, OutputRow]) -> None:
     target = build_dir / path
     try:
         st = os.lstat(target)
@@ -149,7 +149,7 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
             close()
 
 
-def mirror(build_dir: Path, store: Store, rows: dict[str, OutputRow], written: set[str], deleted: set[str],
+def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],
            sink: Sink, full: bool = True, staged: Path | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
@@ -245,7 +245,7 @@ WriteResult = tuple[os.stat_result | None, int, OutputClashError | None]   # (st
 
 
 def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, str | None]],
-               rows: dict[str, OutputRow], staging: Path | None, sink: Sink,
+               rows: Mapping[str, OutputRow], staging: Path | None, sink: Sink,
                checked: set[Path], staged: Path | None = None) -> Iterator[WriteResult]:
     """Write every output of ``todo``, results in order (lazily: events stay in step with the writes).
 
@@ -255,7 +255,7 @@ def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, s
     return (_write_one(build_dir, store, path, row, rows, staging, sink, checked, staged) for path, row, _ in todo)
 
 
-def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: dict[str, OutputRow],
+def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: Mapping[str, OutputRow],
                staging: Path | None, sink: Sink, checked: set[Path], staged: Path | None = None) -> WriteResult:
     try:
         removed = _make_room(build_dir, path, rows, sink, checked)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat as stat_mode
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -183,13 +183,18 @@ def content_files(content: Path) -> dict[str, tuple[str, Stat | None]]:
 
 def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded],
                extra: dict[str, tuple[str, Stat | None]], config_recorded: Iterable[str] = (),
-               store_big: Callable[[str], str] | None = None) -> ScanResult | None:
+               store_big: Callable[[str], str] | None = None,
+               known: Mapping[str, str] | None = None) -> ScanResult | None:
     """Scan only ``paths`` (content-relative, as a watcher reported them); take the rest from the record.
 
     ``config_recorded`` names the recorded ``../`` entries (build.py, sqldom.yaml).
+    ``known`` (path -> hash of every recorded source) lets ``recorded`` hold only
+    the rows of ``paths`` and of ``extra``; without it, ``recorded`` is every row.
     Returns None when a full walk is needed instead: a folder appeared or
     vanished, or a symlink is involved (the walk knows the confinement rules).
     """
+    if known is None:
+        known = {p: r.hash for p, r in recorded.items()}
     files = dict(extra)
     gone: list[str] = []
     for rel in paths:
@@ -199,9 +204,9 @@ def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded
         try:
             st = os.lstat(abspath)
         except FileNotFoundError:
-            if rel in recorded:
+            if rel in known:
                 gone.append(rel)
-            elif any(r.startswith(rel + "/") for r in recorded):
+            elif any(r.startswith(rel + "/") for r in known):
                 return None
             continue
         except OSError:
@@ -212,8 +217,8 @@ def scan_paths(content: Path, paths: Iterable[str], recorded: dict[str, Recorded
             continue
         files[rel] = (abspath, Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     partial = scan(files, {p: recorded[p] for p in files if p in recorded}, store_big)
-    config_gone = [p for p in config_recorded if p in recorded and p not in files]
-    hashes = {p: r.hash for p, r in recorded.items()}
+    config_gone = [p for p in config_recorded if p in known and p not in files]
+    hashes = dict(known)
     for p in gone + config_gone:
         hashes.pop(p, None)
     hashes.update(partial.hashes)

@@ -231,3 +231,31 @@ def test_only_a_plain_build_goes_to_the_probe(argv: list[str], expected: tuple[s
     root, as_json, verbose, jobs = expected
     assert (args.root, args.as_json, args.verbose, args.jobs) == (tmp_path if root else Path.cwd(), as_json,
                                                                   verbose, jobs)
+
+
+def test_an_edit_handed_over_by_the_probe_reads_only_the_rows_it_touches(project: Project,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The narrow plan (engine.Build.narrow_plan): no table is loaded whole, the result is the full path's."""
+    from sqldom.db.store import Store
+    site(project)
+    for i in range(30):
+        project.write(f"many/m{i:02}.md", f"# M{i}\n\nSee [](../b.md).\n")
+    settle(project)
+    whole: list[str] = []
+    for name in ("sources", "steps", "outputs"):
+        real = getattr(Store, name)
+
+        def spy(self: Store, _real: Callable[..., object] = real, _name: str = name) -> object:
+            whole.append(_name)
+            return _real(self)
+        monkeypatch.setattr(Store, name, spy)
+    project.write("b.md", "---\ntitle: Beta again\n---\nBody of b.\n")
+    result = project.build_inproc()
+    assert whole == []
+    assert set(result.steps) == {"b.md", "a.md", *(f"many/m{i:02}.md" for i in range(30))}
+    assert "Beta again" in (project.text("many/m07.html") or "")
+    (project.root / "build" / "notes" / "n.txt").write_text("tampered")   # build/ differs: all is checked
+    project.write("b.md", "---\ntitle: Beta once more\n---\nBody of b.\n")
+    result = project.build_inproc()
+    assert "outputs" in whole and result.repaired == {"notes/n.txt": "modified"}
+    assert "Beta once more" in (project.text("a.html") or "")

@@ -13,10 +13,10 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import xxhash
 
@@ -75,6 +75,66 @@ class OutputRow(NamedTuple):
     ctime_ns: int | None
     inode: int | None
     mirrored_ns: int | None
+
+
+V = TypeVar("V")
+
+
+class Lazy(Mapping[str, V]):
+    """Rows by key, read on demand: a narrow build looks at a few of a table's 100,000 rows.
+
+    Iterating, or asking the length, reads them all once: still correct, just not narrow.
+    """
+
+    def __init__(self, one: Callable[[str], V | None], everything: Callable[[], dict[str, V]]) -> None:
+        self._one = one
+        self._everything = everything
+        self._cache: dict[str, V | None] = {}
+        self._all: dict[str, V] | None = None
+
+    def __getitem__(self, key: str) -> V:
+        if self._all is not None:
+            return self._all[key]
+        if key not in self._cache:
+            self._cache[key] = self._one(key)
+        value = self._cache[key]
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _full(self) -> dict[str, V]:
+        if self._all is None:
+            self._all = self._everything()
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._full())
+
+    def __len__(self) -> int:
+        return len(self._full())
+
+
+class Overlay(Mapping[str, V]):
+    """``base`` with some keys replaced (``put``) and some removed (``gone``), without copying it."""
+
+    def __init__(self, base: Mapping[str, V], put: dict[str, V], gone: set[str]) -> None:
+        self.base, self.put, self.gone = base, put, gone
+
+    def __getitem__(self, key: str) -> V:
+        if key in self.put:
+            return self.put[key]
+        if key in self.gone:
+            raise KeyError(key)
+        return self.base[key]
+
+    def _keys(self) -> set[str]:
+        return (set(self.base) - self.gone) | set(self.put)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +220,29 @@ class Store:
     def sources(self) -> dict[str, Recorded]:
         rows = self._q("select path, hash, size, mtime_ns, ctime_ns, inode, scanned_ns from sources")
         return {r[0]: Recorded._make(r[1:]) for r in rows}
+
+    def source_hashes(self) -> dict[str, str]:
+        """path -> hash of every ``sources`` row (built by sqlite3 itself: no row objects)."""
+        return dict(self.raw.execute("select path, hash from sources"))
+
+    def sources_of(self, paths: Iterable[str]) -> dict[str, Recorded]:
+        rows = self._q_in("select path, hash, size, mtime_ns, ctime_ns, inode, scanned_ns from sources "
+                          "where path in ({in})", paths)
+        return {r[0]: Recorded._make(r[1:]) for r in rows}
+
+    def lazy_steps(self) -> Lazy[StepRow]:
+        return Lazy(self.step, self.steps)
+
+    def lazy_outputs(self) -> Lazy[OutputRow]:
+        return Lazy(self.output, self.outputs)
+
+    def narrow_allowed(self) -> bool:
+        """No step failed, none is a container step, every content source has its step (index lookups)."""
+        if self.raw.execute("select 1 from steps where status = 'failed' or kind = 'container' limit 1"
+                            ).fetchone() is not None:
+            return False
+        return self.raw.execute("select 1 from sources s where s.path not like '../%' and not exists "
+                                "(select 1 from steps t where t.id = s.path) limit 1").fetchone() is None
 
     def steps(self) -> dict[str, StepRow]:
         rows = self._q("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
@@ -341,6 +424,11 @@ class Store:
         row = self.raw.execute("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
                                "image_digest from steps where id = ?", (step_id,)).fetchone()
         return StepRow(*row) if row else None
+
+    def output(self, path: str) -> OutputRow | None:
+        row = self.raw.execute("select path, hash, step, size, mtime_ns, ctime_ns, inode, mirrored_ns from build "
+                               "where path = ?", (path,)).fetchone()
+        return OutputRow._make(row) if row else None
 
     def output_owner(self, path: str) -> str | None:
         row = self.raw.execute("select step from build where path = ?", (path,)).fetchone()
