@@ -10,8 +10,11 @@ enough to use the workers again.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sqldom.engine import PARALLEL_MIN
 from tests.support.project import Project, Result
@@ -37,7 +40,7 @@ def write_note(doc, site):
 '''
 
 
-def make(root: Path, seed: int = 3) -> Project:
+def make(root: Path, seed: int = 3, raising: bool = True) -> Project:
     """Markdown with front matter, empty links (titles filled in), broken links, inline and block HTML."""
     p = Project(root)
     rng = random.Random(seed)
@@ -54,7 +57,7 @@ def make(root: Path, seed: int = 3) -> Project:
         p.write(f"s{i % 4}/page-{i:03d}.md",
                 f"---\n{title}tags: [t{i % 3}]\n---\n\n# Heading {i}\n\nSee {links}.\n{extra}")
     for i in range(20):
-        p.write(f"notes/n{i:02d}.md", f"# Note {i}\n\n" + ("RAISE\n" if i == 7 else "") + "word " * (i + 1))
+        p.write(f"notes/n{i:02d}.md", f"# Note {i}\n\n" + ("RAISE\n" if i == 7 and raising else "") + "word " * (i + 1))
         p.write(f"txt/t{i:02d}.txt", f"Text {i}\nbody\n")
     p.write("../build.py", BUILD_PY)
     return p
@@ -80,7 +83,7 @@ def state(p: Project, result: Result) -> dict[str, Any]:
     return {"code": result.code, "events": events, "files": p.outputs(), "db": db}
 
 
-def edit_batch(p: Project, seed: int) -> None:
+def edit_batch(p: Project, seed: int, delete: bool = True) -> None:
     """More than PARALLEL_MIN bodies, a few titles, one deletion: an incremental build that forks again."""
     rng = random.Random(seed)
     docs = sorted((p.root / "content").rglob("page-*.md"))
@@ -89,7 +92,8 @@ def edit_batch(p: Project, seed: int) -> None:
         if rng.random() < 0.1:
             text = text.replace("title: ", "title: Retitled ", 1)
         path.write_text(text + f"\nEdited {seed}.\n")
-    docs[-1].unlink()
+    if delete:
+        docs[-1].unlink()
 
 
 def test_j3_equals_j1_cold_and_incremental(tmp_path: Path) -> None:
@@ -116,3 +120,27 @@ def test_full_rebuild_with_workers_equals_the_clean_build(tmp_path: Path) -> Non
     again = p.build("-j", "2", "--full")
     assert again.summary["built"] == first.summary["built"]
     assert p.outputs() == files
+
+
+def test_a_narrow_batch_edit_with_workers_equals_j1_and_the_full_path(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No source comes or goes and none failed: the probe hands the edit to a narrow plan (rows read on
+    demand) that forks workers; -j 3, -j 1 and the full path without the probe must agree."""
+    one, many, ref = (make(tmp_path / name, raising=False) for name in ("j1", "j3", "ref"))
+
+    def build_all() -> list[tuple[Project, Result]]:
+        got = [(one, one.build("-j", "1")), (many, many.build("-j", "3"))]
+        monkeypatch.setenv("SQLDOM_NO_PROBE", "1")
+        got.append((ref, ref.build("-j", "1")))
+        monkeypatch.delenv("SQLDOM_NO_PROBE")
+        return got
+
+    for _ in range(3):   # cold, then no-ops until every stat is past the racy window
+        time.sleep(0.06)
+        build_all()
+    for p in (one, many, ref):
+        edit_batch(p, seed=5, delete=False)
+    results = build_all()
+    assert results[0][1].summary["built"] >= PARALLEL_MIN
+    states = [state(p, r) for p, r in results]
+    assert states[0] == states[1] == states[2]
