@@ -18,12 +18,18 @@ def main() -> None:
         from sqldom.cli import main as cli_main
         cli_main()
         return
+    from sqldom import exits
     try:
         code = probe.run(args)
     except KeyboardInterrupt:
         print("sqldom: interrupted; the database is consistent, the next build finishes the job", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - reported as any command's failure is (exit code, message, crash file)
+        failure = e
+
+        def reraise(_root: object) -> int:
+            raise failure
+        exits.run(args.root, reraise)
     if code is not None:
         sys.exit(code)
-    from sqldom import exits
     exits.run(args.root, lambda root: exits.build(root, as_json=args.as_json, verbose=args.verbose, jobs=args.jobs))

@@ -151,7 +151,7 @@ def try_build(root: Path, make_sink: Callable[[], Sink]) -> int | None:
             return None   # locked, unreadable, damaged: the full path waits, repairs or explains
         if probe_row is None:
             return None
-        return _answer(store, make_sink(), probe_row, t0)
+        return _answer(store, make_sink, probe_row, t0)
     return None   # (unreachable: for mypy)
 
 
@@ -273,15 +273,19 @@ def _build_intact(build: Path, c: sqlite3.Connection) -> bool:
     return on_disk == trusted and len(trusted) == _count(c, "select count(*) from build")
 
 
-def _answer(store: Store, sink: Sink, probe_row: ProbeRow, t0: float) -> int:
+def _answer(store: Store, make_sink: Callable[[], Sink], probe_row: ProbeRow, t0: float) -> int | None:
     """Record the run and print what the engine prints for a build that executed nothing."""
     from sqldom.events import ProblemEvent, SummaryEvent
     started_at = time.time()
-    problems = store.problems()
-    errors = sum(1 for p in problems if p.severity == "error")
-    counts = {"built": 0, "restored": 0, "unchanged": store.count_steps(), "deleted": 0, "failed": 0,
-              "errors": errors}
-    store.record_quiet_run(store.next_run_id(), "build", started_at, counts, probe_row)
+    try:
+        problems = store.problems()
+        errors = sum(1 for p in problems if p.severity == "error")
+        counts = {"built": 0, "restored": 0, "unchanged": store.count_steps(), "deleted": 0, "failed": 0,
+                  "errors": errors}
+        store.record_quiet_run(store.next_run_id(), "build", started_at, counts, probe_row)
+    except (OSError, sqlite3.Error):
+        return None   # nothing recorded, nothing printed: the full path does it again and explains the failure
+    sink = make_sink()
     try:
         for p in problems:
             sink.emit(ProblemEvent(severity=p.severity, step=p.step, path=p.path, line=p.line, message=p.message))
