@@ -259,3 +259,39 @@ def test_an_edit_handed_over_by_the_probe_reads_only_the_rows_it_touches(project
     result = project.build_inproc()
     assert "outputs" in whole and result.repaired == {"notes/n.txt": "modified"}
     assert "Beta once more" in (project.text("a.html") or "")
+
+
+def test_a_no_op_the_probe_cannot_record_goes_to_the_full_path(project: Project,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed write (a full disk, say) records and prints nothing: the engine does it again and explains."""
+    import sqlite3
+
+    from sqldom.db.store import Store
+    from sqldom.events import ListSink
+    site(project)
+    settle(project)
+    runs = project.query("select count(*) from runs")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(Store, "record_quiet_run", full)
+    sink = ListSink()
+    assert probe.try_build(project.root, lambda: sink) is None
+    assert sink.events == [] and project.query("select count(*) from runs") == runs
+
+
+def test_an_unexpected_error_in_the_probe_is_reported_like_any_command_s(project: Project, capsys: pytest.CaptureFixture[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqldom import entry
+    site(project)
+
+    def broken(_args: object) -> int | None:
+        raise RuntimeError("probe bug")
+    monkeypatch.setattr(probe, "run", broken)
+    monkeypatch.setattr("sys.argv", ["sqldom", "build", "-C", str(project.root)])
+    with pytest.raises(SystemExit) as ended:
+        entry.main()
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: probe bug" in err and "Traceback" not in err
+    assert list((project.root / "var").glob("crash-*.txt"))
