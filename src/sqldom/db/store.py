@@ -241,8 +241,7 @@ class Store:
         if self.raw.execute("select 1 from steps where status = 'failed' or kind = 'container' limit 1"
                             ).fetchone() is not None:
             return False
-        return self.raw.execute("select 1 from sources s where s.path not like '../%' and not exists "
-                                "(select 1 from steps t where t.id = s.path) limit 1").fetchone() is None
+        return self.every_source_has_a_step()
 
     def steps(self) -> dict[str, StepRow]:
         rows = self._q("select id, kind, status, parser, writer, output, last_run, reason, image_tag, "
@@ -409,9 +408,11 @@ class Store:
             return False
         if self.count_steps() != n_sources:
             return False
-        orphan = self.raw.execute("select 1 from sources s where s.path not like '../%' and not exists "
-                                  "(select 1 from steps t where t.id = s.path) limit 1").fetchone()
-        return orphan is None
+        return self.every_source_has_a_step()
+
+    def every_source_has_a_step(self) -> bool:
+        return self.raw.execute("select 1 from sources s where s.path not like '../%' and not exists "
+                                "(select 1 from steps t where t.id = s.path) limit 1").fetchone() is None
 
     def count_steps(self) -> int:
         return int(self.raw.execute("select count(*) from steps").fetchone()[0])
