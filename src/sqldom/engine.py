@@ -15,6 +15,8 @@ did not finish, or when the rules changed, every step is verified.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 import threading
@@ -157,6 +159,9 @@ class Current:
         self.desired = desired
         self.code = rules.code_hashes()
         self.new_facts: dict[str, dict[str, Any]] = {}
+        # new facts as canonical JSON, decoded when first read: how a worker holds every document's
+        # facts (a quarter of the memory of 10,000s of dicts, most of which it never reads)
+        self.packed_facts: dict[str, str] = {}
         self.before_facts: Callable[[str], None] | None = None
         self._facts_cache: dict[str, dict[str, Any]] = {}
         self._paths: list[str] | None = None
@@ -180,6 +185,11 @@ class Current:
             self.before_facts(path)   # a due parse of that document runs first
         if path in self.new_facts:
             return self.new_facts[path]
+        packed = self.packed_facts.pop(path, None)
+        if packed is not None:
+            facts: dict[str, Any] = json.loads(packed)
+            self.new_facts[path] = facts
+            return facts
         if path not in self.scan.hashes or path.startswith("../"):
             return None
         if path not in self._facts_cache:
@@ -187,7 +197,8 @@ class Current:
         return self._facts_cache.get(path, {})
 
     def preload_facts(self, paths: list[str]) -> None:
-        want = [p for p in paths if p not in self._facts_cache and p not in self.new_facts]
+        want = [p for p in paths if p not in self._facts_cache and p not in self.new_facts
+                and p not in self.packed_facts]
         if want:
             loaded = self.store.facts_of(want)
             for p in want:
@@ -389,7 +400,8 @@ class Build:
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
         self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
-        self.writes_stream: Iterator[tuple[str, Any, float]] | None = None
+        self.staged_files: dict[str, Path] = {}   # output hash -> the file a worker left in staged/
+        self.writes_stream: Iterator[tuple[str, Any, float, Path | None]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[Any, float]] = {}
 
@@ -755,7 +767,7 @@ class Build:
         self.close_workers()
         repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
-                          staged=self.staged)
+                          staged=self.staged_files if self.staged is not None else None)
         self.drop_staged()
         if plan.narrow:
             self.session.forget()   # nothing whole was loaded: the next build of this session reads again
@@ -983,15 +995,15 @@ class Build:
         if len(run) < PARALLEL_MIN:
             return
         self.staged = self.staging_outputs()
-        try:
-            self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
-                                     install=self._install, before=self.store.reopen)
-        except OSError:   # no fork now (process or memory limits): the serial pass does it all
-            return
-        # The workers have their copy of the sources' bytes; here they are read back from
-        # blobs if ever needed, so the main process does not hold them all through the build.
+        # The sources' bytes go to the database before the fork: each worker reads back only
+        # its own documents, and neither it nor this process holds them all through the build.
         self.flush_blobs()
         self.cur.scan.data.clear()
+        try:
+            self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
+                                     install=self._install, before=self._worker_start)
+        except OSError:   # no fork now (process or memory limits): the serial pass does it all
+            return
         for i, (s, res, ms) in enumerate(self.pool.results(0)):
             if i % 256 == 0:
                 stop.check()
@@ -1024,6 +1036,23 @@ class Build:
             import shutil
             shutil.rmtree(self.staged, ignore_errors=True)
             self.staged = None
+            self.staged_files = {}
+
+    def _worker_start(self) -> None:
+        """First thing in a worker: its own database connection, and its own folder under staged/.
+
+        One folder per worker because creating files in one folder from several
+        processes serialises them on the folder's lock (and burns CPU spinning on it).
+        """
+        self.store.reopen()
+        if self.staged is not None:
+            mine = self.staged / str(os.getpid())
+            try:
+                mine.mkdir()
+            except OSError:
+                self.staged = None   # the mirror writes this worker's outputs from the database
+            else:
+                self.staged = mine
 
     def _parse_in_worker(self, s: str) -> tuple[str, Any, float]:
         """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
@@ -1031,10 +1060,14 @@ class Build:
         d = self.desired[s]
         assert d.parser is not None
         t = time.perf_counter()
-        res = run_parse(s, d.parser, self.cur, self.user_file)
-        if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
-            from sqldom.transforms import markdown
-            markdown.prepare(s, self.cur.source_bytes(s))
+        data = self.cur.scan.data[s] = self.cur.source_bytes(s)   # read once, for the parse and the template
+        try:
+            res = run_parse(s, d.parser, self.cur, self.user_file)
+            if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
+                from sqldom.transforms import markdown
+                markdown.prepare(s, self.cur.scan.hashes[s], data)
+        finally:
+            del self.cur.scan.data[s]
         return s, res, (time.perf_counter() - t) * 1000
 
     def write_ahead(self) -> None:
@@ -1050,29 +1083,33 @@ class Build:
         todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
         if not todo:
             return
-        self.pool.send(({s: res.facts or {} for s, (res, _) in self.parsed_ahead.items()}, todo))
+        self.pool.send(({s: canonical_json(res.facts or {}) for s, (res, _) in self.parsed_ahead.items()}, todo))
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
 
-    def _install(self, payload: tuple[dict[str, dict[str, Any]], frozenset[str]]) -> None:
+    def _install(self, payload: tuple[dict[str, str], frozenset[str]]) -> None:
         """In a worker, before its writes: the facts every parse produced, and which documents to write.
 
         The facts become current as ``ensure_parsed`` would make them; nothing
         else of a parse result matters to a write (and the worker records nothing).
         """
         facts, self.write_todo = payload
-        for s, f in facts.items():
+        for s, packed in facts.items():
             self.parse_due.pop(s, None)
-            self.cur.new_facts[s] = f
+            self.cur.packed_facts[s] = packed
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]
         res = self.parsed_ahead[s][0]
         return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not res.failed
 
-    def _write_in_worker(self, s: str) -> tuple[str, Any, float] | None:
-        """Runs in a worker: the write of one document, against the facts every parse produced."""
+    def _write_in_worker(self, s: str) -> tuple[str, Any, float, Path | None] | None:
+        """Runs in a worker: the write of one document, against the facts every parse produced.
+
+        The output is also left in this worker's staging folder, whose file the
+        result names, for the mirror to move into build/.
+        """
         if s not in self.write_todo:
             return None
         from sqldom.executors.python import run_write
@@ -1080,21 +1117,40 @@ class Build:
         assert d.output is not None
         t = time.perf_counter()
         res = run_write(s, d.writer, self.cur, d.output, False, self.user_file)
+        staged = None
         if self.staged is not None and res.output is not None and res.output_hash is not None:
-            from sqldom.fs import atomic_write
-            try:
-                atomic_write(self.staged / res.output_hash, res.output)
-            except OSError:
-                pass   # the mirror writes it from the database instead
-        return s, res, (time.perf_counter() - t) * 1000
+            staged = self._stage(res.output_hash, res.output)
+        return s, res, (time.perf_counter() - t) * 1000, staged
+
+    def _stage(self, h: str, data: bytes) -> Path | None:
+        """In a worker: leave an output in its own staging folder; None if it could not (the mirror then writes it).
+
+        No temp file and rename here: the folder is this worker's alone and the
+        parent learns of the file only from the result that follows a complete
+        write, so a killed worker's partial file is never moved into build/.
+        """
+        assert self.staged is not None
+        path = self.staged / h
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            return path   # an earlier output of this worker had the same bytes
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None
+        return path
 
     def written_ahead(self, s: str) -> tuple[Any, float] | None:
         """The worker's result for step ``s``, if it wrote it; results before it are kept until asked for."""
         got = self.writes_got.pop(s, None)
         if got is not None or s not in self.writes_left or self.writes_stream is None:
             return got
-        for step, res, ms in self.writes_stream:
+        for step, res, ms, staged in self.writes_stream:
             self.writes_left.discard(step)
+            if staged is not None:
+                self.staged_files[res.output_hash] = staged
             if step == s:
                 return res, ms
             self.writes_got[step] = (res, ms)

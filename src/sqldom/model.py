@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 PARSE = "parse"
 WRITE = "write"
@@ -15,9 +15,12 @@ FAILED = "failed"
 DELETED = "deleted"
 
 
-@dataclass(frozen=True, slots=True)
-class Read:
-    """One thing a step read: kind (source, exists, fact, glob, code, spec), target, key, hash."""
+class Read(NamedTuple):
+    """One thing a step read: kind (source, exists, fact, glob, code, spec), target, key, hash.
+
+    A tuple because a cold build makes, pickles between processes and records
+    hundreds of thousands of them.
+    """
 
     kind: str
     target: str
@@ -62,13 +65,12 @@ class Problem:
                        severity=d.get("severity", "error"), message=d["message"])
 
 
-@dataclass(slots=True)
-class PhaseResult:
-    """What one execution of a phase produced, as the engine records it."""
+class PhaseResult(NamedTuple):
+    """What one execution of a phase produced, as the engine records it (a tuple: workers pickle them)."""
 
     reads: list[Read]
+    problems: list[Problem]
     facts: dict[str, Any] | None = None           # parse
     output: bytes | None = None                   # write
     output_hash: str | None = None
-    problems: list[Problem] = field(default_factory=list)
     failed: bool = False

@@ -71,6 +71,17 @@ class Source:
         return self._data
 
     @property
+    def hash(self) -> str:
+        """The source's content hash, recorded as the same read as ``data``, without loading the bytes.
+
+        A writer that keeps something derived from the bytes (a rendered template)
+        can key it by this and skip reading them again.
+        """
+        h = self._world.source_hash(self.path)
+        self._log.add("source", self.path, "", h or ABSENT)
+        return h or ABSENT
+
+    @property
     def text(self) -> str:
         data = self.data
         try:

@@ -14,6 +14,7 @@ nothing but time: the parent runs the items it did not get back itself.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -121,6 +122,9 @@ class Pool:
             except (OSError, ValueError):
                 pass
         parent = os.getpid()
+        # Frozen objects are never visited by the collector: a worker's collections would
+        # otherwise touch (and so copy, page by page) every object it inherited.
+        gc.freeze()
         try:
             for k in range(self.n):
                 r, w = os.pipe()
@@ -143,6 +147,8 @@ class Pool:
         except BaseException:
             self.close()
             raise
+        finally:
+            gc.unfreeze()   # (in the parent only: each worker keeps its inheritance frozen)
 
     def results(self, phase: int) -> Generator[Any, None, None]:
         """Phase ``phase``'s results, in item order."""

@@ -188,6 +188,9 @@ class Store:
             self.raw.execute("PRAGMA busy_timeout=10000")
             self.raw.execute("PRAGMA foreign_keys=ON")
             self.raw.execute("PRAGMA synchronous=NORMAL")
+            # Statement journals in memory: every statement of a big insert would otherwise copy
+            # the pages it touches to a temp file first (a million writes for a cold 10k build).
+            self.raw.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.DatabaseError as e:
             raise DatabaseError(f"cannot open the database: {e}", path=shown) from e
 

@@ -51,7 +51,7 @@ def run_parse(step: str, rule: Rule, world: World, user_file: str | None) -> Pha
             facts = module(rule.builtin or "copy").parse(source, problems)
         facts = _json_roundtrip(facts)
     except (Exception, SystemExit) as e:  # the user's failure, kept apart from sqldom's
-        return PhaseResult(reads=log.reads(), facts={}, problems=[_failure(step, PARSE, rule, e, user_file)],
+        return PhaseResult(reads=log.reads(), problems=[_failure(step, PARSE, rule, e, user_file)], facts={},
                            failed=True)
     return PhaseResult(reads=log.reads(), facts=facts, problems=problems)
 

@@ -13,7 +13,6 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markdown_it.token import Token
 
-from sqldom.hashing import hash_text
 from sqldom.model import PARSE, Problem
 from sqldom.site import Doc, Site, Source
 from sqldom.transforms import links
@@ -198,27 +197,30 @@ class Template(NamedTuple):
 
 
 # Templates made ahead (by a worker, for its own documents' writes), keyed by
-# (path, hash of the body, line offset), their text compressed: a worker may keep
-# tens of thousands of them between its parse phase and its write phase.
-_templates: dict[tuple[str, str, int], tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]] = {}
+# (path, source hash), their text compressed: a worker may keep tens of thousands
+# of them between its parse phase and its write phase.
+_templates: dict[tuple[str, str], tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]] = {}
 
 
 def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
-    text = doc.text          # decoding problems were reported by parse
-    _, body, offset = split_front_matter(text, doc.path, [], load=False)
-    packed = _templates.pop((doc.path, hash_text(body), offset), None) if _templates else None
-    tpl = _unpack(packed) if packed is not None else make_template(tokens(body, take=True), body, offset, doc.path)
+    # (doc.hash records the same read as doc.text: the page is the same either way)
+    packed = _templates.pop((doc.path, doc.hash), None) if _templates else None
+    if packed is not None:
+        tpl = _unpack(packed)
+    else:
+        _, body, offset = split_front_matter(doc.text, doc.path, [], load=False)   # (decoding: see parse)
+        tpl = make_template(tokens(body, take=True), body, offset, doc.path)
     return fill(tpl, doc, site, problems)
 
 
-def prepare(path: str, data: bytes) -> None:
+def prepare(path: str, source_hash: str, data: bytes) -> None:
     """Make and keep the template of a just-parsed document (its tokens are still cached) for its write."""
     text = data.decode("utf-8", errors="replace")
     _, body, offset = split_front_matter(text, path, [], load=False)
     tpl = make_template(tokens(body, take=True), body, offset, path)
     text_bytes = "".join(tpl.parts).encode("utf-8")
-    _templates[(path, hash_text(body), offset)] = (zlib.compress(text_bytes, 1), tuple(len(x) for x in tpl.parts),
-                                                    tpl.order, tpl.holes, tpl.slots)
+    _templates[(path, source_hash)] = (zlib.compress(text_bytes, 1), tuple(len(x) for x in tpl.parts),
+                                       tpl.order, tpl.holes, tpl.slots)
 
 
 def _unpack(packed: tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]) -> Template:
