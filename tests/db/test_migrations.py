@@ -200,3 +200,37 @@ def test_every_row_the_store_writes_has_the_columns_of_its_table(project: Projec
     assert {"sources", "steps", "build", "problems", "traces", "executions"} <= set(seen)
     for table, cols in seen.items():
         assert cols <= {c.name for c in tables.metadata.tables[table].columns}, table
+
+
+def _schema(db: Path) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return sorted(con.execute("select type, name, tbl_name, sql from sqlite_master where name not like 'sqlite_%'"))
+    finally:
+        con.close()
+
+
+def test_a_first_build_migrates_in_a_child_and_never_imports_alembic_or_sqlalchemy(tmp_path: Path) -> None:
+    """Issue 7: Alembic and SQLAlchemy (~25 MiB, 0.5 s) stay out of the build process and its workers."""
+    p = Project(tmp_path / "proj")
+    p.write("a.md", "# A\n\n[](b.md)\n")
+    p.write("b.md", "# B\n")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sqldom", "build", "--json", "-C", str(p.root)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert not {m for m in imported if m.split(".")[0] in ("alembic", "sqlalchemy", "mako")}
+    assert p.text("a.html") is not None and "<a href=\"b.html\">B</a>" in (p.text("a.html") or "")
+    # the child made exactly the schema an upgrade here makes
+    here = tmp_path / "here.db"
+    migrate.upgrade(here)
+    assert _schema(p.root / "var" / "build.db") == _schema(here)
+    assert migrate.current_revision(p.root / "var" / "build.db", "var/build.db") == migrate.HEAD
+
+
+def test_when_the_child_cannot_run_the_upgrade_happens_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migrate, "sqlalchemy_loaded", lambda: False)   # (this test process has it loaded)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    db = tmp_path / "var" / "build.db"
+    migrate.ensure_schema(db)
+    assert migrate.current_revision(db, "var/build.db") == migrate.HEAD

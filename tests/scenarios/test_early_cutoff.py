@@ -153,3 +153,29 @@ def test_reading_a_fact_of_a_missing_document_records_its_absence(proj: Project)
     assert res.steps == {"about.html": "restored"}        # the same reads as in the baseline: reused
     assert res.deleted == {"team.txt"}
     assert proj.text("about.html") == "About: (no about page yet)"
+
+
+HASH_BUILD_PY = '''\
+import sqldom
+
+
+@sqldom.writer("*.txt", output="{stem}.key")
+def key(doc, site):
+    return doc.hash + "\\n"
+'''
+
+
+def test_doc_hash_is_recorded_as_a_read_of_the_source_and_follows_its_bytes(tmp_path: Path) -> None:
+    """``doc.hash`` (a key for what a writer derives from the bytes) reads the source as ``doc.text`` does."""
+    import xxhash
+    p = Project(tmp_path / "p")
+    p.write("a.txt", "first\n")
+    p.write("b.txt", "other\n")
+    write_build_py(p, HASH_BUILD_PY)
+    assert p.build().code == 0
+    assert p.text("a.key") == xxhash.xxh3_128_hexdigest(b"first\n") + "\n"
+    assert ("source", "a.txt", "") in tables(p).deps("a.txt")
+    p.write("a.txt", "second\n")
+    r = p.build()
+    assert r.executed == {"a.txt"}
+    assert p.text("a.key") == xxhash.xxh3_128_hexdigest(b"second\n") + "\n"

@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# In-process builds (build_inproc) create many fresh databases: with SQLAlchemy already loaded
+# here, migrate.upgrade_apart upgrades in this process instead of starting a child interpreter
+# for each (the child path is what the CLI takes; tests/db/test_migrations.py covers it).
+import sqlalchemy  # noqa: F401
+
 
 @dataclass
 class Result:

@@ -53,3 +53,13 @@ def test_before_runs_in_each_worker_and_closing_early_reaps_them() -> None:
     assert next(gen) is True                 # the worker saw its own ``before``
     assert marks == []                       # the parent's list is untouched
     gen.close()
+
+
+def test_workers_keep_their_inheritance_frozen_and_the_parent_does_not() -> None:
+    """A collection in a worker never visits (so never copies, page by page) what it inherited."""
+    import gc
+    before = gc.get_freeze_count()
+    inherited = [{"i": i} for i in range(5000)]
+    counts = list(workers.run_ordered(lambda _: gc.get_freeze_count(), list(range(6)), 2))
+    assert all(n >= len(inherited) for n in counts)
+    assert gc.get_freeze_count() == before

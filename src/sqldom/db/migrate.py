@@ -1,7 +1,8 @@
 """Create and upgrade var/build.db with the Alembic migrations shipped in the package.
 
 The check at start is cheap (one query through sqlite3); Alembic is imported
-only when there is something to create or upgrade.
+only when there is something to create or upgrade, and then in a child
+interpreter (``upgrade_apart``).
 """
 
 from __future__ import annotations
@@ -160,6 +161,11 @@ def ensure_schema(db: Path, shown: str = "var/build.db") -> None:
     upgrade_apart(db)
 
 
+def sqlalchemy_loaded() -> bool:
+    import sys
+    return "sqlalchemy" in sys.modules
+
+
 def upgrade_apart(db: Path) -> None:
     """Upgrade in a child interpreter, so that this process never imports Alembic and SQLAlchemy.
 
@@ -170,6 +176,9 @@ def upgrade_apart(db: Path) -> None:
     """
     import subprocess
     import sys
+    if sqlalchemy_loaded():   # already paid for in this process: nothing to save
+        upgrade(db)
+        return
     try:
         done = subprocess.run([sys.executable, "-m", "sqldom.db.migrate", str(db)], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode == 0
