@@ -31,8 +31,19 @@ from sqldom.config import CONFIG_FILE, Config, load_config
 from sqldom.db.store import Batch, OutputRow, Overlay, ProbeRow, StepRow, Store
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
-from sqldom.hashing import ABSENT, builtin_code_hash, canonical_json, hash_bytes
+from sqldom.hashing import ABSENT, builtin_code_hash, hash_bytes
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
+from sqldom.packing import (
+    ParseRecord,
+    WriteRecord,
+    fact_rows,
+    outputs_json,
+    pack_parse,
+    pack_write,
+    reads_from_json,
+    reads_json,
+    write_results,
+)
 from sqldom.plan import duplicate_outputs, path_clashes, verify
 from sqldom.rules import Rule, RuleSet
 from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_paths
@@ -395,7 +406,7 @@ class Build:
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         # results computed ahead by forked workers (-j), taken by the serial pass in step order
-        self.parsed_ahead: dict[str, tuple[Any, float]] = {}
+        self.parsed_ahead: dict[str, tuple[ParseRecord, float]] = {}
         self.pool: Any = None   # sqldom.workers.Pool
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
@@ -403,7 +414,7 @@ class Build:
         self.staged_files: dict[str, Path] = {}   # output hash -> the file a worker left in staged/
         self.writes_stream: Iterator[tuple[str, Any, float, Path | None]] | None = None
         self.writes_left: set[str] = set()
-        self.writes_got: dict[str, tuple[Any, float]] = {}
+        self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
 
     # ---- plan -----------------------------------------------------------
 
@@ -953,25 +964,26 @@ class Build:
         trace = self.matching_trace(traces, cur.reader(s, PARSE))
         if trace is not None:
             facts = trace.results["facts"]
-            problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
-            reads = trace.reads
+            cur.new_facts[s] = facts
+            batch.deps[(s, PARSE)] = trace.reads_json
+            batch.facts[s] = fact_rows(facts)
+            batch.problems[(s, PARSE)] = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
         else:
             if ahead is not None:
-                res, ms = ahead
+                rec, ms = ahead
                 o.ms += ms
+                cur.packed_facts[s] = rec.facts   # (decoded if a later step reads them)
             else:
                 res = run_parse(s, d.parser, cur, self.user_file)
-            facts, problems, reads = res.facts or {}, res.problems, res.reads
-            o.statuses.append(FAILED if res.failed else BUILT)
-            batch.traces.append(self.trace_row(s, PARSE, reads, {
-                "facts": facts, "problems": [p.as_dict() for p in problems], "failed": res.failed},
-                [], batch.run))
+                rec = pack_parse(res)
+                cur.new_facts[s] = res.facts or {}
+            batch.deps[(s, PARSE)] = rec.reads
+            batch.facts[s] = rec.fact_rows
+            batch.problems[(s, PARSE)] = rec.problems
+            o.statuses.append(FAILED if rec.failed else BUILT)
+            batch.traces.append((s, PARSE, rec.reads, rec.results, "[]", batch.run))
         o.ms += (time.perf_counter() - t) * 1000
-        cur.new_facts[s] = facts
-        batch.deps[(s, PARSE)] = reads
-        batch.facts[s] = facts
-        batch.problems[(s, PARSE)] = problems
 
     def parse_ahead(self) -> None:
         """Execute the due parses that no trace covers in forked workers, before the serial pass records them.
@@ -1004,11 +1016,11 @@ class Build:
                                      install=self._install, before=self._worker_start)
         except OSError:   # no fork now (process or memory limits): the serial pass does it all
             return
-        for i, (s, res, ms) in enumerate(self.pool.results(0)):
+        for i, (s, rec, ms) in enumerate(self.pool.results(0)):
             if i % 256 == 0:
                 stop.check()
                 self.sink.progress(i, len(run), "parsing")
-            self.parsed_ahead[s] = (res, ms)
+            self.parsed_ahead[s] = (rec, ms)
 
     def staging_outputs(self) -> Path | None:
         """A fresh var/tmp/staged/ where workers leave finished outputs for the mirror to move into build/.
@@ -1054,8 +1066,11 @@ class Build:
             else:
                 self.staged = mine
 
-    def _parse_in_worker(self, s: str) -> tuple[str, Any, float]:
-        """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one."""
+    def _parse_in_worker(self, s: str) -> tuple[str, ParseRecord, float]:
+        """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one.
+
+        The result goes back packed (``packing``): the parent records it without decoding it.
+        """
         from sqldom.executors.python import run_parse
         d = self.desired[s]
         assert d.parser is not None
@@ -1068,7 +1083,7 @@ class Build:
                 markdown.prepare(s, self.cur.scan.hashes[s], data)
         finally:
             del self.cur.scan.data[s]
-        return s, res, (time.perf_counter() - t) * 1000
+        return s, pack_parse(res), (time.perf_counter() - t) * 1000
 
     def write_ahead(self) -> None:
         """Execute, in the same workers, the writes of the documents ``parse_ahead`` parsed.
@@ -1083,7 +1098,7 @@ class Build:
         todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
         if not todo:
             return
-        self.pool.send(({s: canonical_json(res.facts or {}) for s, (res, _) in self.parsed_ahead.items()}, todo))
+        self.pool.send(({s: rec.facts for s, (rec, _) in self.parsed_ahead.items()}, todo))
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
@@ -1101,10 +1116,10 @@ class Build:
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]
-        res = self.parsed_ahead[s][0]
-        return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not res.failed
+        rec = self.parsed_ahead[s][0]
+        return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not rec.failed
 
-    def _write_in_worker(self, s: str) -> tuple[str, Any, float, Path | None] | None:
+    def _write_in_worker(self, s: str) -> tuple[str, WriteRecord, float, Path | None] | None:
         """Runs in a worker: the write of one document, against the facts every parse produced.
 
         The output is also left in this worker's staging folder, whose file the
@@ -1120,7 +1135,7 @@ class Build:
         staged = None
         if self.staged is not None and res.output is not None and res.output_hash is not None:
             staged = self._stage(res.output_hash, res.output)
-        return s, res, (time.perf_counter() - t) * 1000, staged
+        return s, pack_write(res), (time.perf_counter() - t) * 1000, staged
 
     def _stage(self, h: str, data: bytes) -> Path | None:
         """In a worker: leave an output in its own staging folder; None if it could not (the mirror then writes it).
@@ -1142,18 +1157,18 @@ class Build:
             return None
         return path
 
-    def written_ahead(self, s: str) -> tuple[Any, float] | None:
+    def written_ahead(self, s: str) -> tuple[WriteRecord, float] | None:
         """The worker's result for step ``s``, if it wrote it; results before it are kept until asked for."""
         got = self.writes_got.pop(s, None)
         if got is not None or s not in self.writes_left or self.writes_stream is None:
             return got
-        for step, res, ms, staged in self.writes_stream:
+        for step, rec, ms, staged in self.writes_stream:
             self.writes_left.discard(step)
-            if staged is not None:
-                self.staged_files[res.output_hash] = staged
+            if staged is not None and rec.output_hash is not None:
+                self.staged_files[rec.output_hash] = staged
             if step == s:
-                return res, ms
-            self.writes_got[step] = (res, ms)
+                return rec, ms
+            self.writes_got[step] = (rec, ms)
         return None
 
     def close_workers(self) -> None:
@@ -1168,12 +1183,6 @@ class Build:
             if all(current(r) == r.hash for r in tr.reads):
                 return tr
         return None
-
-    @staticmethod
-    def trace_row(step: str, phase: str, reads: list[Read], results: dict[str, Any], outputs: list[str],
-                  run: int) -> dict[str, Any]:
-        return {"step": step, "phase": phase, "reads": canonical_json([r.as_list() for r in reads]),
-                "results": canonical_json(results), "outputs": canonical_json(outputs), "run": run}
 
     def write_phase(self, cand: set[str], desired: Mapping[str, Desired], deps: dict[tuple[str, str], list[Read]],
                     cur: Current, batch: Batch, user_file: str | None, losers: dict[str, tuple[str, str]],
@@ -1197,7 +1206,7 @@ class Build:
                     o.reason = "output conflict" if s in losers else "invalid output"
                 o.statuses.append(FAILED)
                 self.through_write.add(s)
-                batch.deps[(s, WRITE)] = []
+                batch.deps[(s, WRITE)] = "[]"
                 batch.problems[(s, WRITE)] = [prob]
                 continue
             if o is not None and FAILED in o.statuses and (s, PARSE) in batch.deps:
@@ -1205,9 +1214,11 @@ class Build:
                 # (the write's reads: what the parse read, under the writer's own code and rule)
                 self.through_write.add(s)
                 assert d.parser is not None
-                batch.deps[(s, WRITE)] = [r for r in batch.deps[(s, PARSE)] if r.kind != "spec"] + [
-                    Read("spec", "rule", "parse", d.parser.spec_hash),
-                    Read("code", d.writer.name, "", d.writer.code_hash), Read("spec", "rule", "", d.writer.spec_hash)]
+                batch.deps[(s, WRITE)] = reads_json(
+                    [r for r in reads_from_json(batch.deps[(s, PARSE)]) if r.kind != "spec"] + [
+                        Read("spec", "rule", "parse", d.parser.spec_hash),
+                        Read("code", d.writer.name, "", d.writer.code_hash),
+                        Read("spec", "rule", "", d.writer.spec_hash)])
                 batch.problems[(s, WRITE)] = []
                 continue
             reads = deps.get((s, WRITE))
@@ -1254,7 +1265,7 @@ class Build:
                                                                     cur.reader(s, WRITE))
             if trace is not None and trace.results.get("output") in self.restorable(trace.results["output"]):
                 o.statuses.append(RESTORED)
-                self.record_write(s, d, batch, trace.reads, trace.results["output"], trace.results.get("size", 0),
+                self.record_write(s, d, batch, trace.reads_json, trace.results["output"], trace.results.get("size", 0),
                                   [Problem.from_dict(p) for p in trace.results.get("problems", [])])
                 continue
             data = cur.source_bytes(s)
@@ -1276,28 +1287,29 @@ class Build:
             if isinstance(result, ExecutorError):
                 # sqldom could not run it (no executor here): nothing recorded, so the next build retries
                 o.statuses.append(FAILED)
-                self.record_write(s, d, batch, [], None, 0, [Problem(step=s, phase=WRITE, path=s, message=(
+                self.record_write(s, d, batch, "[]", None, 0, [Problem(step=s, phase=WRITE, path=s, message=(
                     f"cannot run command step: {describe_error(result)}"))])
                 continue
             o.ms += result.duration_ms
             out_name = job.outputs[0] if job is not None else p.output
+            rj = reads_json(reads)
             if result.ok:
                 data = bytes(result.outputs[out_name])
-                h = hash_bytes(data)
-                self.add_blob(h, data)
+                made = hash_bytes(data)
+                self.add_blob(made, data)
+                h: str | None = made
+                size = len(data)
                 o.statuses.append(BUILT)
                 problems: list[Problem] = []
-                self.record_write(s, d, batch, reads, h, len(data), problems)
             else:
                 o.statuses.append(FAILED)
-                h = None
+                h, size = None, 0
                 problems = [Problem(step=s, phase=WRITE, path=s, message=describe_failure(result))]
-                self.record_write(s, d, batch, reads, None, 0, problems)
-            batch.traces.append(self.trace_row(s, WRITE, reads, {
-                "output": h, "size": len(result.outputs.get(out_name, b"")) if h else 0,
-                "problems": [pr.as_dict() for pr in problems], "failed": h is None}, [h] if h else [], batch.run))
+            self.record_write(s, d, batch, rj, h, size, problems)
+            batch.traces.append((s, WRITE, rj, write_results(h, size, problems, h is None), outputs_json(h),
+                                 batch.run))
 
-    def record_write(self, s: str, d: Desired, batch: Batch, reads: list[Read], out_hash: str | None, size: int,
+    def record_write(self, s: str, d: Desired, batch: Batch, reads: str, out_hash: str | None, size: int,
                      problems: list[Problem]) -> None:
         self.through_write.add(s)
         batch.deps[(s, WRITE)] = reads
@@ -1332,24 +1344,21 @@ class Build:
                                   or trace.results["output"] in self.restorable(trace.results["output"])):
             out_hash = trace.results.get("output")
             problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
-            reads = trace.reads
+            reads = trace.reads_json
             size = trace.results.get("size", 0)
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
         else:
             ahead = self.written_ahead(s)
             if ahead is not None:
-                res, ms = ahead
+                rec, ms = ahead
                 o.ms += ms
             else:
-                res = run_write(s, d.writer, cur, d.output, d.kind == "page", user_file)
-            out_hash, problems, reads = res.output_hash, res.problems, res.reads
-            size = len(res.output) if res.output is not None else 0
-            if res.output is not None and out_hash is not None:
-                self.add_blob(out_hash, res.output)
-            o.statuses.append(FAILED if res.failed else BUILT)
-            batch.traces.append(self.trace_row(s, WRITE, reads, {
-                "output": out_hash, "size": size, "problems": [p.as_dict() for p in problems],
-                "failed": res.failed}, [out_hash] if out_hash else [], batch.run))
+                rec = pack_write(run_write(s, d.writer, cur, d.output, d.kind == "page", user_file))
+            out_hash, problems, reads, size = rec.output_hash, rec.problems, rec.reads, rec.size
+            if rec.output is not None and out_hash is not None:
+                self.add_blob(out_hash, rec.output)
+            o.statuses.append(FAILED if rec.failed else BUILT)
+            batch.traces.append((s, WRITE, reads, rec.results, rec.outputs, batch.run))
         o.ms += (time.perf_counter() - t) * 1000
         self.record_write(s, d, batch, reads, out_hash, size, problems)
 

@@ -197,7 +197,8 @@ def test_every_row_the_store_writes_has_the_columns_of_its_table(project: Projec
     project.build_inproc()
     project.delete("b.txt")
     project.build_inproc()
-    assert {"sources", "steps", "build", "problems", "traces", "executions"} <= set(seen)
+    # (traces, deps and facts rows are tuples, inserted by statements that name their columns)
+    assert {"sources", "steps", "build", "problems", "executions"} <= set(seen)
     for table, cols in seen.items():
         assert cols <= {c.name for c in tables.metadata.tables[table].columns}, table
 

@@ -142,6 +142,11 @@ class Trace:
     id: int
     reads: list[Read]
     results: dict[str, Any]
+    reads_json: str   # (as stored: what a restore records again as the step's deps)
+
+
+# traces rows: step, phase, reads JSON, results JSON, outputs JSON, run (sqldom/packing.py)
+TraceRow = tuple[str, str, str, str, str, int]
 
 
 @dataclass
@@ -154,12 +159,12 @@ class Batch:
     sources_delete: list[str] = field(default_factory=list)
     steps_upsert: list[dict[str, Any]] = field(default_factory=list)
     steps_delete: list[str] = field(default_factory=list)
-    deps: dict[tuple[str, str], list[Read]] = field(default_factory=dict)
-    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deps: dict[tuple[str, str], str] = field(default_factory=dict)   # reads as JSON (packing.reads_json)
+    facts: dict[str, str] = field(default_factory=dict)              # packing.fact_rows
     build_upsert: list[dict[str, Any]] = field(default_factory=list)
     build_delete: list[str] = field(default_factory=list)
     problems: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)
-    traces: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[TraceRow] = field(default_factory=list)
     executions: list[dict[str, Any]] = field(default_factory=list)
     containers_upsert: list[dict[str, Any]] = field(default_factory=list)   # CONTAINER_COLUMNS, kind container
     workshop_upsert: list[dict[str, Any]] = field(default_factory=list)
@@ -334,7 +339,7 @@ class Store:
                 "select id, step, reads, results from traces where step in ({in}) and phase = ? "
                 "order by id desc", steps, (phase,)):
             out.setdefault(step, []).append(
-                Trace(tid, [Read(*r) for r in json.loads(reads)], json.loads(results)))
+                Trace(tid, [Read(*r) for r in json.loads(reads)], json.loads(results), reads))
         return out
 
     def blob(self, h: str) -> bytes:
@@ -538,7 +543,6 @@ class Store:
         The run row stays unfinished (``finished_at`` NULL) until ``finish_run``:
         a build that dies after this point makes the next one verify every step.
         """
-        from sqldom.hashing import canonical_json, hash_text
         with self.transaction() as c:
             c.execute("insert into runs (id, command, started_at, built, restored, unchanged, deleted, failed, errors) "
                       "values (?, ?, ?, 0, 0, 0, 0, 0, 0)", (b.run, command, started_at or time.time()))
@@ -555,16 +559,11 @@ class Store:
                 c.executemany("delete from deps where step = ? and phase = ?", list(b.deps))
                 c.executemany("insert or replace into deps (step, phase, kind, target, key, hash) "
                               "values (?, ?, ?, ?, ?, ?)",
-                              ((s, p, r.kind, r.target, r.key, r.hash) for (s, p), reads in b.deps.items()
-                               for r in reads))
+                              ((s, p, *r) for (s, p), reads in b.deps.items() for r in json.loads(reads)))
             if b.facts:
                 self._delete_in(c, "facts", "path", list(b.facts))
-                rows = []
-                for path, facts in b.facts.items():
-                    for name, value in facts.items():
-                        js = canonical_json(value)
-                        rows.append((path, name, js, hash_text(js)))
-                c.executemany("insert into facts (path, name, value, hash) values (?, ?, ?, ?)", rows)
+                c.executemany("insert into facts (path, name, value, hash) values (?, ?, ?, ?)",
+                              ((path, *row) for path, rows in b.facts.items() for row in json.loads(rows)))
             self._delete_in(c, "build", "path", b.build_delete)
             self._insert(c, "build", b.build_upsert, upsert_key="path")
             if b.problems:
@@ -572,8 +571,9 @@ class Store:
                 self._insert(c, "problems", [{"run": b.run, **p.as_dict()} for plist in b.problems.values()
                                              for p in plist])
             if b.traces:
-                self._insert(c, "traces", b.traces)
-                for part in chunks(sorted({tr["step"] for tr in b.traces})):
+                c.executemany("insert into traces (step, phase, reads, results, outputs, run) "
+                              "values (?, ?, ?, ?, ?, ?)", b.traces)
+                for part in chunks(sorted({tr[0] for tr in b.traces})):
                     c.execute(
                         "delete from traces where id in (select id from (select id, row_number() over "
                         "(partition by step, phase order by id desc) as n from traces where step in "

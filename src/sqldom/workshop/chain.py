@@ -38,6 +38,7 @@ from sqldom.events import OutputEvent, Sink, StepEvent
 from sqldom.executors.base import ExecutorError
 from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
 from sqldom.model import BUILT, FAILED, RESTORED, Problem, Read
+from sqldom.packing import reads_json
 from sqldom.plan import change_reason, short
 from sqldom.workshop.backend import Built, ChainBackend, FileCopy, Parent, Published, StepFailure, StepJob
 from sqldom.workshop.spec import FileSpec, StepSpec, Workshop, check_secrets, secret_values
@@ -361,12 +362,12 @@ class Chain:
             self.failed_message(step, rec, meta, reads, why, clash, time.perf_counter() - t)
             return None
         self.write_outputs(step.id, outputs)
-        self.batch.traces.append({
-            "step": step.id, "phase": PHASE, "reads": canonical_json([r.as_list() for r in reads]),
-            "results": canonical_json({"image_id": published.image_id, "digest": published.digest,
-                                       "outputs": outputs}),
-            "outputs": canonical_json(sorted(set(outputs.values()))), "run": self.batch.run})
-        self.batch.deps[(step.id, PHASE)] = reads
+        rj = reads_json(reads)
+        self.batch.traces.append((
+            step.id, PHASE, rj,
+            canonical_json({"image_id": published.image_id, "digest": published.digest, "outputs": outputs}),
+            canonical_json(sorted(set(outputs.values()))), self.batch.run))
+        self.batch.deps[(step.id, PHASE)] = rj
         self.batch.problems[(step.id, PHASE)] = []
         self.row(step, meta, status=status, reason=why[0], published=published)
         self.executed(step.id, status, why, time.perf_counter() - t, published, outputs)
@@ -528,7 +529,7 @@ class Chain:
         later = [s.id for s in ws.steps[ws.index(step.id) + 1:]]
         if later:
             message += f"\n(not built because of this: {', '.join(later)})"
-        self.batch.deps[(step.id, PHASE)] = reads
+        self.batch.deps[(step.id, PHASE)] = reads_json(reads)
         self.batch.problems[(step.id, PHASE)] = [Problem(step=step.id, phase=PHASE, path="../sqldom.yaml",
                                                          line=step.line, message=f"step {step.id}: {message}")]
         self.drop_outputs(step.id)
@@ -539,7 +540,7 @@ class Chain:
                      why: tuple[str, str] | None = None) -> None:
         """sqldom could not build the step (no podman, a base image that cannot be pulled): retried next build."""
         message = f"step {step.id}: cannot build the image: {err.message}" + (f" ({err.hint})" if err.hint else "")
-        self.batch.deps[(step.id, PHASE)] = []
+        self.batch.deps[(step.id, PHASE)] = "[]"
         self.batch.problems[(step.id, PHASE)] = [Problem(step=step.id, phase=PHASE, path="../sqldom.yaml",
                                                          line=step.line, message=message)]
         self.row(step, meta, status=FAILED, reason="cannot build", rec=rec)
