@@ -53,6 +53,7 @@ BLOB_FLUSH_BYTES = 16 << 20
 CONTAINER = "container"   # steps.kind of workshop steps: built by workshop/chain.py, not by the rules
 GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
 PARALLEL_MIN = 64   # parses to execute before forking workers pays for itself
+SPILL_TRACES = 4096   # step rows a batch holds in memory before moving them to a file (Batch.spill)
 
 
 @dataclass(frozen=True)
@@ -405,6 +406,7 @@ class Build:
         self.mirror_all = mirror_all   # with a hint: check all of build/ anyway (the probe saw it differ)
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
+        self.failed_parses: dict[str, str] = {}   # step -> the reads of its parse, which failed in this build
         # results computed ahead by forked workers (-j), taken by the serial pass in step order
         self.parsed_ahead: dict[str, tuple[ParseRecord, float]] = {}
         self.pool: Any = None   # sqldom.workers.Pool
@@ -735,7 +737,10 @@ class Build:
         self.flush_blobs()
         recorded = not batch.empty()
         if recorded:
-            self.store.record(batch, command=self.opts.command, started_at=started_at)
+            try:
+                self.store.record(batch, command=self.opts.command, started_at=started_at)
+            finally:
+                batch.close()
         # Blob garbage collection costs in proportion to the database, and traces keep the last few
         # versions of every output alive anyway: collect after deletions and every GC_EVERY runs.
         if recorded and (batch.steps_delete or batch.build_delete or run_id % GC_EVERY == 0):
@@ -969,6 +974,8 @@ class Build:
             batch.facts[s] = fact_rows(facts)
             batch.problems[(s, PARSE)] = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
             o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+            if trace.results.get("failed"):
+                self.failed_parses[s] = trace.reads_json
         else:
             if ahead is not None:
                 rec, ms = ahead
@@ -983,6 +990,8 @@ class Build:
             batch.problems[(s, PARSE)] = rec.problems
             o.statuses.append(FAILED if rec.failed else BUILT)
             batch.traces.append((s, PARSE, rec.reads, rec.results, "[]", batch.run))
+            if rec.failed:
+                self.failed_parses[s] = rec.reads
         o.ms += (time.perf_counter() - t) * 1000
 
     def parse_ahead(self) -> None:
@@ -1195,6 +1204,8 @@ class Build:
         for i, s in enumerate(order):
             stop.check()
             self.sink.progress(i, len(order), "building")
+            if len(batch.traces) >= SPILL_TRACES:
+                batch.spill(self.p.var / "tmp")
             self.ensure_parsed(s)
             d = desired[s]
             o = self.outcomes.get(s)
@@ -1209,13 +1220,13 @@ class Build:
                 batch.deps[(s, WRITE)] = "[]"
                 batch.problems[(s, WRITE)] = [prob]
                 continue
-            if o is not None and FAILED in o.statuses and (s, PARSE) in batch.deps:
+            if o is not None and FAILED in o.statuses and s in self.failed_parses:
                 # the parser failed: no output, and nothing to write until the parse inputs change
                 # (the write's reads: what the parse read, under the writer's own code and rule)
                 self.through_write.add(s)
                 assert d.parser is not None
                 batch.deps[(s, WRITE)] = reads_json(
-                    [r for r in reads_from_json(batch.deps[(s, PARSE)]) if r.kind != "spec"] + [
+                    [r for r in reads_from_json(self.failed_parses[s]) if r.kind != "spec"] + [
                         Read("spec", "rule", "parse", d.parser.spec_hash),
                         Read("code", d.writer.name, "", d.writer.code_hash),
                         Read("spec", "rule", "", d.writer.spec_hash)])

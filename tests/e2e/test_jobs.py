@@ -144,3 +144,40 @@ def test_a_narrow_batch_edit_with_workers_equals_j1_and_the_full_path(tmp_path: 
     assert results[0][1].summary["built"] >= PARALLEL_MIN
     states = [state(p, r) for p, r in results]
     assert states[0] == states[1] == states[2]
+
+
+def build_in_process(p: Project, jobs: int) -> Result:
+    from sqldom.engine import BuildOptions, build
+    from sqldom.events import ListSink, as_dict
+    from tests.support.project import _result
+    sink = ListSink()
+    code = build(BuildOptions(root=p.root, jobs=jobs), sink)
+    return _result(code, [as_dict(e) for e in sink.events])
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_a_batch_spilled_to_a_file_records_what_one_held_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   jobs: int) -> None:
+    """Step rows moved to the spill file every step (SPILL_TRACES = 1) end as the same database and build/."""
+    import sqldom.engine
+    held, spilled = make(tmp_path / "held"), make(tmp_path / "spilled")
+    spills: list[int] = []
+    spill = sqldom.engine.Batch.spill
+
+    def counting(self: Any, folder: Path) -> None:
+        spills.append(len(self.traces))
+        spill(self, folder)
+
+    for seed in (None, 11, 12):
+        if seed is not None:
+            for p in (held, spilled):
+                edit_batch(p, seed=seed, delete=seed == 11)
+        a = build_in_process(held, jobs)
+        monkeypatch.setattr(sqldom.engine, "SPILL_TRACES", 1)
+        monkeypatch.setattr(sqldom.engine.Batch, "spill", counting)
+        b = build_in_process(spilled, jobs)
+        monkeypatch.undo()
+        assert a.summary["built"] >= PARALLEL_MIN
+        assert state(held, a) == state(spilled, b)
+    assert len(spills) > 3 * PARALLEL_MIN   # (it did spill, part after part)
+    assert not list((spilled.root / "var" / "tmp").glob("*"))   # and left no file behind

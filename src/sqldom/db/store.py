@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 import xxhash
 
@@ -149,6 +151,11 @@ class Trace:
 TraceRow = tuple[str, str, str, str, str, int]
 
 
+# What the steps of a batch read and found: deps, facts rows, problems, traces rows. The bulk of a big
+# build's batch, so it is what ``Batch.spill`` moves out of memory.
+StepRows = tuple[dict[tuple[str, str], str], dict[str, str], dict[tuple[str, str], list[Problem]], list[TraceRow]]
+
+
 @dataclass
 class Batch:
     """Everything one build phase writes, recorded in one transaction."""
@@ -169,12 +176,42 @@ class Batch:
     containers_upsert: list[dict[str, Any]] = field(default_factory=list)   # CONTAINER_COLUMNS, kind container
     workshop_upsert: list[dict[str, Any]] = field(default_factory=list)
     workshop_delete: list[str] = field(default_factory=list)
+    spill_file: IO[bytes] | None = None   # step rows moved out of memory (spill), oldest first
+    spilled: int = 0
 
     def empty(self) -> bool:
-        return not any([self.blobs, self.sources_upsert, self.sources_delete, self.steps_upsert,
-                        self.steps_delete, self.deps, self.facts, self.build_upsert, self.build_delete,
-                        self.problems, self.traces, self.executions, self.containers_upsert,
-                        self.workshop_upsert, self.workshop_delete])
+        return not self.spilled and not any([
+            self.blobs, self.sources_upsert, self.sources_delete, self.steps_upsert, self.steps_delete, self.deps,
+            self.facts, self.build_upsert, self.build_delete, self.problems, self.traces, self.executions,
+            self.containers_upsert, self.workshop_upsert, self.workshop_delete])
+
+    def spill(self, folder: Path) -> None:
+        """Move the step rows held so far to a temporary file, so that a big build's memory stays flat.
+
+        The record replays the parts in order, each as its own delete-then-insert,
+        so a step whose rows are set again later still ends with the last ones.
+        The file has no name (O_TMPFILE): it vanishes with the process, whatever
+        ends it, and the database never depends on it.
+        """
+        if self.spill_file is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.spill_file = tempfile.TemporaryFile(dir=folder)
+        pickle.dump((self.deps, self.facts, self.problems, self.traces), self.spill_file, pickle.HIGHEST_PROTOCOL)
+        self.deps, self.facts, self.problems, self.traces = {}, {}, {}, []
+        self.spilled += 1
+
+    def step_rows(self) -> Iterator[StepRows]:
+        """Every part of the step rows, spilled ones first, one in memory at a time."""
+        if self.spill_file is not None:
+            self.spill_file.seek(0)
+            for _ in range(self.spilled):
+                yield pickle.load(self.spill_file)
+        yield self.deps, self.facts, self.problems, self.traces
+
+    def close(self) -> None:
+        if self.spill_file is not None:
+            self.spill_file.close()
+            self.spill_file = None
 
 
 # (builtin code hash, config files): what the no-op probe compares (table ``probe``, sqldom/probe.py)
@@ -555,30 +592,36 @@ class Store:
             self._insert(c, "steps", b.containers_upsert, upsert_key="id")
             self._delete_in(c, "workshop", "name", b.workshop_delete)
             self._insert(c, "workshop", b.workshop_upsert, upsert_key="name")
-            if b.deps:
-                c.executemany("delete from deps where step = ? and phase = ?", list(b.deps))
-                c.executemany("insert or replace into deps (step, phase, kind, target, key, hash) "
-                              "values (?, ?, ?, ?, ?, ?)",
-                              ((s, p, *r) for (s, p), reads in b.deps.items() for r in json.loads(reads)))
-            if b.facts:
-                self._delete_in(c, "facts", "path", list(b.facts))
-                c.executemany("insert into facts (path, name, value, hash) values (?, ?, ?, ?)",
-                              ((path, *row) for path, rows in b.facts.items() for row in json.loads(rows)))
+            for rows in b.step_rows():
+                self._record_step_rows(c, b.run, rows)
             self._delete_in(c, "build", "path", b.build_delete)
             self._insert(c, "build", b.build_upsert, upsert_key="path")
-            if b.problems:
-                c.executemany("delete from problems where step = ? and phase = ?", list(b.problems))
-                self._insert(c, "problems", [{"run": b.run, **p.as_dict()} for plist in b.problems.values()
-                                             for p in plist])
-            if b.traces:
-                c.executemany("insert into traces (step, phase, reads, results, outputs, run) "
-                              "values (?, ?, ?, ?, ?, ?)", b.traces)
-                for part in chunks(sorted({tr[0] for tr in b.traces})):
-                    c.execute(
-                        "delete from traces where id in (select id from (select id, row_number() over "
-                        "(partition by step, phase order by id desc) as n from traces where step in "
-                        f"({','.join('?' * len(part))})) where n > {TRACES_KEPT})", tuple(part))
             self._insert(c, "executions", b.executions)
+
+    def _record_step_rows(self, c: sqlite3.Connection, run: int, rows: StepRows) -> None:
+        """One part of a batch's step rows; each (step, phase) first loses the rows it had."""
+        deps, facts, problems, traces = rows
+        if deps:
+            c.executemany("delete from deps where step = ? and phase = ?", list(deps))
+            c.executemany("insert or replace into deps (step, phase, kind, target, key, hash) "
+                          "values (?, ?, ?, ?, ?, ?)",
+                          ((s, p, *r) for (s, p), reads in deps.items() for r in json.loads(reads)))
+        if facts:
+            self._delete_in(c, "facts", "path", list(facts))
+            c.executemany("insert into facts (path, name, value, hash) values (?, ?, ?, ?)",
+                          ((path, *row) for path, packed in facts.items() for row in json.loads(packed)))
+        if problems:
+            c.executemany("delete from problems where step = ? and phase = ?", list(problems))
+            self._insert(c, "problems", [{"run": run, **p.as_dict()} for plist in problems.values()
+                                         for p in plist])
+        if traces:
+            c.executemany("insert into traces (step, phase, reads, results, outputs, run) "
+                          "values (?, ?, ?, ?, ?, ?)", traces)
+            for part in chunks(sorted({tr[0] for tr in traces})):
+                c.execute(
+                    "delete from traces where id in (select id from (select id, row_number() over "
+                    "(partition by step, phase order by id desc) as n from traces where step in "
+                    f"({','.join('?' * len(part))})) where n > {TRACES_KEPT})", tuple(part))
 
     def update_output_stats(self, rows: list[dict[str, Any]]) -> None:
         """After mirroring: remember each output file's stat so the next check needs no read."""
