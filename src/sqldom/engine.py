@@ -53,6 +53,7 @@ BLOB_FLUSH_BYTES = 16 << 20
 CONTAINER = "container"   # steps.kind of workshop steps: built by workshop/chain.py, not by the rules
 GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
 PARALLEL_MIN = 64   # parses to execute before forking workers pays for itself
+UNPACKED_KEPT = 512   # packed facts kept decoded (Current.unpacked)
 SPILL_TRACES = 4096   # step rows a batch holds in memory before moving them to a file (Batch.spill)
 
 
@@ -175,6 +176,7 @@ class Current:
         # facts (a quarter of the memory of 10,000s of dicts, most of which it never reads)
         self.packed_facts: dict[str, str] = {}
         self.before_facts: Callable[[str], None] | None = None
+        self._unpacked: dict[str, dict[str, Any]] = {}
         self._facts_cache: dict[str, dict[str, Any]] = {}
         self._paths: list[str] | None = None
         self._globs: dict[str, str] = {}
@@ -197,16 +199,24 @@ class Current:
             self.before_facts(path)   # a due parse of that document runs first
         if path in self.new_facts:
             return self.new_facts[path]
-        packed = self.packed_facts.pop(path, None)
+        packed = self.packed_facts.get(path)
         if packed is not None:
-            facts: dict[str, Any] = json.loads(packed)
-            self.new_facts[path] = facts
-            return facts
+            return self.unpacked(path, packed)
         if path not in self.scan.hashes or path.startswith("../"):
             return None
         if path not in self._facts_cache:
             self.preload_facts([path])
         return self._facts_cache.get(path, {})
+
+    def unpacked(self, path: str, packed: str) -> dict[str, Any]:
+        """Packed facts decoded, the last UNPACKED_KEPT of them kept: decoding them all would undo the packing."""
+        facts = self._unpacked.pop(path, None)
+        if facts is None:
+            facts = json.loads(packed)
+            if len(self._unpacked) >= UNPACKED_KEPT:
+                del self._unpacked[next(iter(self._unpacked))]
+        self._unpacked[path] = facts   # (now the most recent)
+        return facts
 
     def preload_facts(self, paths: list[str]) -> None:
         want = [p for p in paths if p not in self._facts_cache and p not in self.new_facts
@@ -1089,7 +1099,7 @@ class Build:
             res = run_parse(s, d.parser, self.cur, self.user_file)
             if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
                 from sqldom.transforms import markdown
-                markdown.prepare(s, self.cur.scan.hashes[s], data)
+                markdown.prepare(s, self.cur.scan.hashes[s], data, self.p.var / "tmp")
         finally:
             del self.cur.scan.data[s]
         return s, pack_parse(res), (time.perf_counter() - t) * 1000

@@ -158,7 +158,10 @@ def build_in_process(p: Project, jobs: int) -> Result:
 @pytest.mark.parametrize("jobs", [1, 3])
 def test_a_batch_spilled_to_a_file_records_what_one_held_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    jobs: int) -> None:
-    """Step rows moved to the spill file every step (SPILL_TRACES = 1) end as the same database and build/."""
+    """Step rows moved to the spill file every step (SPILL_TRACES = 1) end as the same database and build/.
+
+    (The spilled build also keeps only two packed facts decoded at a time, UNPACKED_KEPT = 2.)
+    """
     import sqldom.engine
     held, spilled = make(tmp_path / "held"), make(tmp_path / "spilled")
     spills: list[int] = []
@@ -174,6 +177,7 @@ def test_a_batch_spilled_to_a_file_records_what_one_held_in_memory(tmp_path: Pat
                 edit_batch(p, seed=seed, delete=seed == 11)
         a = build_in_process(held, jobs)
         monkeypatch.setattr(sqldom.engine, "SPILL_TRACES", 1)
+        monkeypatch.setattr(sqldom.engine, "UNPACKED_KEPT", 2)
         monkeypatch.setattr(sqldom.engine.Batch, "spill", counting)
         b = build_in_process(spilled, jobs)
         monkeypatch.undo()

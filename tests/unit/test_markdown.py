@@ -332,3 +332,36 @@ def test_writing_the_same_document_twice_gives_the_same_result() -> None:
     assert '<a href="a.html">A2</a>' in out
     assert '<a href="a.html">A</a>' in first[0] and first[1] == []
     assert Read("exists", "a.md", "", PRESENT) in reads
+
+
+# --- templates made ahead (what a worker does between its parse and its write) --------------------
+
+def test_a_prepared_template_is_kept_in_a_file_and_taken_by_the_write(tmp_path: Any) -> None:
+    text = "---\ntitle: Doc\n---\n# Doc\n\nSee [](other.md) and [x](missing.md).\n"
+    world = FakeWorld({"doc.md": text, "other.md": "# Other\n"})
+    world.fact_map["other.md"] = {"title": "Other", "links": []}
+    plain, problems, reads = write(world, "doc.md")
+
+    try:
+        parse(text, "doc.md", world)
+        markdown.prepare("doc.md", world.source_hash("doc.md") or "", text.encode(), tmp_path / "tmp")
+        assert list(markdown._prepared.at) == [("doc.md", world.source_hash("doc.md"))]
+        assert all(isinstance(v, int) for v in markdown._prepared.at.values())   # an offset, not the template
+        assert (tmp_path / "tmp").is_dir() and not list((tmp_path / "tmp").iterdir())   # (a nameless file)
+        markdown._token_cache.clear()   # the write must not be able to fall back on cached tokens cheaply
+        again = write(world, "doc.md")
+        assert markdown._prepared.at == {}   # taken
+        assert again == (plain, problems, reads)
+    finally:
+        markdown.discard_prepared()
+    assert markdown._prepared.file is None
+
+
+def test_a_template_prepared_for_other_bytes_is_not_used(tmp_path: Any) -> None:
+    world = FakeWorld({"doc.md": "# New text\n"})
+    try:
+        markdown.prepare("doc.md", "hash-of-the-old-bytes", b"# Old text\n", tmp_path)
+        out, _, _ = write(world, "doc.md")
+        assert "New text" in out and "Old text" not in out
+    finally:
+        markdown.discard_prepared()

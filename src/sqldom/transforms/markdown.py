@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 import posixpath
-import zlib
+import tempfile
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import IO, Any, NamedTuple
 
 import yaml
 from markdown_it import MarkdownIt
@@ -196,46 +198,65 @@ class Template(NamedTuple):
     slots: int
 
 
-# Templates made ahead (by a worker, for its own documents' writes), keyed by
-# (path, source hash), their text compressed: a worker may keep tens of thousands
-# of them between its parse phase and its write phase.
-_templates: dict[tuple[str, str], tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]] = {}
+class Prepared:
+    """Templates made ahead by a worker for its own documents' writes, keyed by (path, source hash).
+
+    Kept in a file, not in memory: a worker makes tens of thousands of them
+    between its parse phase and its write phase, and holding them made its
+    memory grow with the size of the site. The file has no name (O_TMPFILE),
+    so it goes with the worker however the worker ends.
+    """
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] | None = None
+        self.at: dict[tuple[str, str], int] = {}
+
+    def put(self, key: tuple[str, str], tpl: Template, folder: Path | None) -> None:
+        if self.file is None:
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+            self.file = tempfile.TemporaryFile(dir=folder)
+        self.file.seek(0, 2)
+        self.at[key] = self.file.tell()
+        pickle.dump(tpl, self.file, pickle.HIGHEST_PROTOCOL)
+
+    def take(self, key: tuple[str, str]) -> Template | None:
+        at = self.at.pop(key, None)
+        if at is None or self.file is None:
+            return None
+        self.file.seek(at)
+        tpl: Template = pickle.load(self.file)
+        return tpl
+
+    def clear(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file = None
+        self.at = {}
+
+
+_prepared = Prepared()
 
 
 def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     # (doc.hash records the same read as doc.text: the page is the same either way)
-    packed = _templates.pop((doc.path, doc.hash), None) if _templates else None
-    if packed is not None:
-        tpl = _unpack(packed)
-    else:
+    tpl = _prepared.take((doc.path, doc.hash)) if _prepared.at else None
+    if tpl is None:
         _, body, offset = split_front_matter(doc.text, doc.path, [], load=False)   # (decoding: see parse)
         tpl = make_template(tokens(body, take=True), body, offset, doc.path)
     return fill(tpl, doc, site, problems)
 
 
-def prepare(path: str, source_hash: str, data: bytes) -> None:
-    """Make and keep the template of a just-parsed document (its tokens are still cached) for its write."""
+def prepare(path: str, source_hash: str, data: bytes, folder: Path | None = None) -> None:
+    """Make the template of a just-parsed document (its tokens are still cached) and keep it, in ``folder``, for its write."""
     text = data.decode("utf-8", errors="replace")
     _, body, offset = split_front_matter(text, path, [], load=False)
-    tpl = make_template(tokens(body, take=True), body, offset, path)
-    text_bytes = "".join(tpl.parts).encode("utf-8")
-    _templates[(path, source_hash)] = (zlib.compress(text_bytes, 1), tuple(len(x) for x in tpl.parts),
-                                       tpl.order, tpl.holes, tpl.slots)
-
-
-def _unpack(packed: tuple[bytes, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]) -> Template:
-    data, lengths, order, holes, slots = packed
-    text = zlib.decompress(data).decode("utf-8")
-    parts, at = [], 0
-    for n in lengths:
-        parts.append(text[at: at + n])
-        at += n
-    return Template(tuple(parts), order, holes, slots)
+    _prepared.put((path, source_hash), make_template(tokens(body, take=True), body, offset, path), folder)
 
 
 def discard_prepared() -> None:
     """Drop templates no write took (a build that wrote less than it parsed)."""
-    _templates.clear()
+    _prepared.clear()
 
 
 def make_template(toks: list[Token], body: str, offset: int, path: str) -> Template:
