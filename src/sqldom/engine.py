@@ -418,7 +418,7 @@ class Build:
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         self.failed_parses: dict[str, str] = {}   # step -> the reads of its parse, which failed in this build
         # results computed ahead by forked workers (-j), taken by the serial pass in step order
-        self.parsed_ahead: dict[str, tuple[ParseRecord, float]] = {}
+        self.parsed_ahead: list[str] = []   # the due parses the workers ran
         self.pool: Any = None   # sqldom.workers.Pool
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
@@ -974,8 +974,7 @@ class Build:
         t = time.perf_counter()
         o = self.outcome(s)
         o.reason, o.detail = why
-        ahead = self.parsed_ahead.pop(s, None)
-        traces = [] if self.opts.full or ahead is not None else self.store.traces_of([s], PARSE).get(s, [])
+        traces = [] if self.opts.full else self.store.traces_of([s], PARSE).get(s, [])
         trace = self.matching_trace(traces, cur.reader(s, PARSE))
         if trace is not None:
             facts = trace.results["facts"]
@@ -987,29 +986,42 @@ class Build:
             if trace.results.get("failed"):
                 self.failed_parses[s] = trace.reads_json
         else:
-            if ahead is not None:
-                rec, ms = ahead
-                o.ms += ms
-                cur.packed_facts[s] = rec.facts   # (decoded if a later step reads them)
-            else:
-                res = run_parse(s, d.parser, cur, self.user_file)
-                rec = pack_parse(res)
-                cur.new_facts[s] = res.facts or {}
-            batch.deps[(s, PARSE)] = rec.reads
-            batch.facts[s] = rec.fact_rows
-            batch.problems[(s, PARSE)] = rec.problems
-            o.statuses.append(FAILED if rec.failed else BUILT)
-            batch.traces.append((s, PARSE, rec.reads, rec.results, "[]", batch.run))
-            if rec.failed:
-                self.failed_parses[s] = rec.reads
+            res = run_parse(s, d.parser, cur, self.user_file)
+            cur.new_facts[s] = res.facts or {}
+            self.record_parse(s, pack_parse(res), o)
         o.ms += (time.perf_counter() - t) * 1000
 
-    def parse_ahead(self) -> None:
-        """Execute the due parses that no trace covers in forked workers, before the serial pass records them.
+    def take_parsed(self, s: str, rec: ParseRecord, ms: float) -> None:
+        """A worker's parse of a due step, recorded as it arrives, as ``ensure_parsed`` would have.
 
-        The serial pass (``ensure_parsed``) then takes each result instead of
-        running the parser, in the same order as without workers, so the
-        database and build/ do not depend on ``-j``. A worker also renders the
+        Nothing of a parse depends on when it is recorded, so none waits for the
+        serial pass: the batch can spill it, and this process does not hold every
+        parse result of a big build at once.
+        """
+        o = self.outcome(s)
+        o.reason, o.detail = self.parse_due.pop(s)
+        o.ms += ms
+        self.cur.packed_facts[s] = rec.facts   # (decoded if a later step reads them)
+        self.record_parse(s, rec, o)
+        if len(self.batch.traces) >= SPILL_TRACES:
+            self.batch.spill(self.p.var / "tmp")
+
+    def record_parse(self, s: str, rec: ParseRecord, o: Outcome) -> None:
+        batch = self.batch
+        batch.deps[(s, PARSE)] = rec.reads
+        batch.facts[s] = rec.fact_rows
+        batch.problems[(s, PARSE)] = rec.problems
+        o.statuses.append(FAILED if rec.failed else BUILT)
+        batch.traces.append((s, PARSE, rec.reads, rec.results, "[]", batch.run))
+        if rec.failed:
+            self.failed_parses[s] = rec.reads
+
+    def parse_ahead(self) -> None:
+        """Execute the due parses that no trace covers in forked workers, and record each as it arrives.
+
+        Each result is recorded as the serial pass (``ensure_parsed``) would
+        record it (``take_parsed``; the same packing), so the database and
+        build/ do not depend on ``-j``. A worker also renders the
         template of each of its documents for the built-in Markdown writer
         (``markdown.prepare``) and keeps it for the write phase (``write_ahead``),
         which the same worker runs for the same documents.
@@ -1039,7 +1051,8 @@ class Build:
             if i % 256 == 0:
                 stop.check()
                 self.sink.progress(i, len(run), "parsing")
-            self.parsed_ahead[s] = (rec, ms)
+            self.take_parsed(s, rec, ms)
+        self.parsed_ahead = run
 
     def staging_outputs(self) -> Path | None:
         """A fresh var/tmp/staged/ where workers leave finished outputs for the mirror to move into build/.
@@ -1117,7 +1130,7 @@ class Build:
         todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
         if not todo:
             return
-        self.pool.send(({s: rec.facts for s, (rec, _) in self.parsed_ahead.items()}, todo))
+        self.pool.send(({s: self.cur.packed_facts[s] for s in self.parsed_ahead}, todo))
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
@@ -1135,8 +1148,7 @@ class Build:
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]
-        rec = self.parsed_ahead[s][0]
-        return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and not rec.failed
+        return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and s not in self.failed_parses
 
     def _write_in_worker(self, s: str) -> tuple[str, WriteRecord, float, Path | None] | None:
         """Runs in a worker: the write of one document, against the facts every parse produced.
