@@ -28,7 +28,18 @@ from typing import Any, NamedTuple
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
-from sqldom.db.store import Batch, OutputRow, Overlay, ProbeRow, StepRow, Store
+from sqldom.db.store import (
+    Batch,
+    BuildUpsert,
+    Execution,
+    OutputRow,
+    Overlay,
+    ProbeRow,
+    SourceUpsert,
+    StepRow,
+    StepUpsert,
+    Store,
+)
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
 from sqldom.hashing import ABSENT, builtin_code_hash, hash_bytes
@@ -143,7 +154,7 @@ def assigned(path: str, rules: RuleSet) -> Desired:
     return Desired(path, kind, a.parser, a.writer, a.output, a.output_error)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What happened to one step in this build."""
 
@@ -359,17 +370,19 @@ class Session:
         for path in batch.sources_delete:
             recorded.pop(path, None)
         for r in batch.sources_upsert:
-            recorded[r["path"]] = Recorded(r["hash"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"],
-                                           r["scanned_ns"])
+            recorded[r.path] = Recorded(r.hash, r.size, r.mtime_ns, r.ctime_ns, r.inode, r.scanned_ns)
         if self.config_paths is not None:
             self.config_paths -= set(batch.sources_delete)
-            self.config_paths |= {r["path"] for r in batch.sources_upsert if r["path"].startswith("../")}
+            self.config_paths |= {r.path for r in batch.sources_upsert if r.path.startswith("../")}
         steps = self.steps if self.steps is not None else {}
         for sid in batch.steps_delete:
             steps.pop(sid, None)
-        for r in [*batch.steps_upsert, *batch.containers_upsert]:
-            steps[r["id"]] = StepRow(r["id"], r["kind"], r["status"], r["parser"], r["writer"], r["output"],
-                                     r["last_run"], r["reason"], r["image_tag"], r["image_digest"])
+        for u in batch.steps_upsert:
+            steps[u.id] = StepRow(u.id, u.kind, u.status, u.parser, u.writer, u.output, u.last_run, u.reason,
+                                  u.image_tag, u.image_digest)
+        for c in batch.containers_upsert:
+            steps[c["id"]] = StepRow(c["id"], c["kind"], c["status"], c["parser"], c["writer"], c["output"],
+                                     c["last_run"], c["reason"], c["image_tag"], c["image_digest"])
         self.recorded, self.steps, self.outputs = recorded, steps, outputs
 
     def changes_on_disk(self) -> set[str]:
@@ -646,9 +659,8 @@ class Build:
         # sources: rows for files hashed this scan, and removed files; their bytes as blobs
         for path in sc.rehashed:
             st = sc.stats[path]
-            batch.sources_upsert.append({"path": path, "hash": sc.hashes[path], "size": st.size,
-                                         "mtime_ns": st.mtime_ns, "ctime_ns": st.ctime_ns, "inode": st.inode,
-                                         "scanned_ns": sc.started_ns})
+            batch.sources_upsert.append(SourceUpsert(path, sc.hashes[path], st.size, st.mtime_ns, st.ctime_ns,
+                                                     st.inode, sc.started_ns))
             data = sc.data.get(path)   # (large files are already in blobs)
             if data is not None:
                 self.add_blob(sc.hashes[path], data)
@@ -705,10 +717,9 @@ class Build:
         for s in removed:
             if (gone := old_output(s)) is not None:
                 deleted_outputs.append((gone, s))
-            batch.executions.append({"run": run_id, "step": s, "outcome": "deleted",
-                                     "reason": "source deleted" if prev[s].kind == "document" else "rule removed",
-                                     "duration_ms": 0.0})
-        new_paths = {r["path"] for r in batch.build_upsert}
+            batch.executions.append(Execution(run_id, s, "deleted", "source deleted" if prev[s].kind == "document"
+                                              else "rule removed", 0.0))
+        new_paths = {r.path for r in batch.build_upsert}
         # a step that went through the write phase without writing its old path withdrew it
         # (failure, conflict, new output template); after a rule change every step is looked at
         looked_at = set(desired) if plan.full_verify else self.through_write
@@ -724,12 +735,9 @@ class Build:
         # steps rows for everything that ran or is new
         for s, o in self.outcomes.items():
             d = desired[s]
-            batch.steps_upsert.append({
-                "id": s, "kind": d.kind, "status": o.status, "last_run": run_id, "reason": o.reason,
-                "parser": d.parser.name if d.parser else None, "writer": d.writer.name, "output": d.output,
-                "image_tag": None, "image_digest": None})
-            batch.executions.append({"run": run_id, "step": s, "outcome": o.status, "reason": o.detail or o.reason,
-                                     "duration_ms": round(o.ms, 3)})
+            batch.steps_upsert.append(StepUpsert(s, d.kind, o.status, run_id, o.reason,
+                                                 d.parser.name if d.parser else None, d.writer.name, d.output))
+            batch.executions.append(Execution(run_id, s, o.status, o.detail or o.reason, round(o.ms, 3)))
         if plan.full_verify:
             # keep planned outputs and rule names current for steps that stayed clean
             for s, d in desired.items():
@@ -737,10 +745,9 @@ class Build:
                 if s not in self.outcomes and was is not None and (
                         was.parser != (d.parser.name if d.parser else None) or was.writer != d.writer.name
                         or was.output != d.output):
-                    batch.steps_upsert.append({
-                        "id": s, "kind": d.kind, "status": was.status, "last_run": was.last_run,
-                        "reason": was.reason, "parser": d.parser.name if d.parser else None,
-                        "writer": d.writer.name, "output": d.output, "image_tag": None, "image_digest": None})
+                    batch.steps_upsert.append(StepUpsert(s, d.kind, was.status, was.last_run, was.reason,
+                                                         d.parser.name if d.parser else None, d.writer.name,
+                                                         d.output))
 
         # record
         stop.check()
@@ -762,7 +769,7 @@ class Build:
         # events for steps, in id order
         outs_by_step: dict[str, list[str]] = {}
         for r in batch.build_upsert:
-            outs_by_step.setdefault(r["step"], []).append(r["path"])
+            outs_by_step.setdefault(r.step, []).append(r.path)
         build_delete = set(batch.build_delete)
         for s in sorted(self.outcomes):
             o = self.outcomes[s]
@@ -780,7 +787,7 @@ class Build:
         # mirror
         stop.check()
         from sqldom.mirror import mirror
-        put = {r["path"]: OutputRow(r["path"], r["hash"], r["step"], r["size"], None, None, None, None)
+        put = {r.path: OutputRow(r.path, r.hash, r.step, r.size, None, None, None, None)
                for r in batch.build_upsert}
         after: Mapping[str, OutputRow]
         if plan.narrow:
@@ -791,7 +798,7 @@ class Build:
                 after.pop(path, None)
             after.update(put)
         self.close_workers()
-        repaired = mirror(self.p.build, self.store, after, {r["path"] for r in batch.build_upsert},
+        repaired = mirror(self.p.build, self.store, after, {r.path for r in batch.build_upsert},
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
                           staged=self.staged_files if self.staged is not None else None)
         self.drop_staged()
@@ -868,7 +875,7 @@ class Build:
         from sqldom.workshop.chain import Chain, ChainInputs, ChainOptions
 
         cur, desired = plan.current, plan.desired
-        written = {r["path"]: r["step"] for r in batch.build_upsert}
+        written = {r.path: r.step for r in batch.build_upsert}
         gone = set(batch.build_delete)
 
         def other_outputs(path: str) -> str | None:
@@ -1348,8 +1355,7 @@ class Build:
         batch.deps[(s, WRITE)] = reads
         batch.problems[(s, WRITE)] = problems
         if out_hash is not None and d.output is not None:
-            batch.build_upsert.append({"path": d.output, "hash": out_hash, "step": s, "size": size,
-                                       "mtime_ns": None, "ctime_ns": None, "inode": None, "mirrored_ns": None})
+            batch.build_upsert.append(BuildUpsert(d.output, out_hash, s, size))
 
     @staticmethod
     def step_label(s: str, d: Desired) -> str:

@@ -188,7 +188,7 @@ def test_every_row_the_store_writes_has_the_columns_of_its_table(project: Projec
     def spy(c: Any, table: str, rows: list[dict[str, Any]], verb: str = "insert",
             upsert_key: str | None = None) -> None:
         for r in rows:
-            seen.setdefault(table, set()).update(r)
+            seen.setdefault(table, set()).update(r._fields if isinstance(r, tuple) else r)
         insert(c, table, rows, verb, upsert_key)
 
     monkeypatch.setattr(Store, "_insert", staticmethod(spy))

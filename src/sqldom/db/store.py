@@ -15,7 +15,7 @@ import pickle
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, TypeVar
@@ -156,23 +156,67 @@ TraceRow = tuple[str, str, str, str, str, int]
 StepRows = tuple[dict[tuple[str, str], str], dict[str, str], dict[tuple[str, str], list[Problem]], list[TraceRow]]
 
 
+# Rows a big build makes one of per step: tuples named as the table's columns (a dict per row
+# costs three times the memory). ``Store._insert`` takes them, or dicts, by column name.
+class SourceUpsert(NamedTuple):
+    path: str
+    hash: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    scanned_ns: int
+
+
+class StepUpsert(NamedTuple):
+    id: str
+    kind: str
+    status: str
+    last_run: int | None
+    reason: str | None
+    parser: str | None
+    writer: str | None
+    output: str | None
+    image_tag: str | None = None
+    image_digest: str | None = None
+
+
+class BuildUpsert(NamedTuple):
+    path: str
+    hash: str
+    step: str
+    size: int
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+    mirrored_ns: int | None = None
+
+
+class Execution(NamedTuple):
+    run: int
+    step: str
+    outcome: str
+    reason: str | None
+    duration_ms: float
+
+
 @dataclass
 class Batch:
     """Everything one build phase writes, recorded in one transaction."""
 
     run: int
     blobs: dict[str, bytes] = field(default_factory=dict)
-    sources_upsert: list[dict[str, Any]] = field(default_factory=list)
+    sources_upsert: list[SourceUpsert] = field(default_factory=list)
     sources_delete: list[str] = field(default_factory=list)
-    steps_upsert: list[dict[str, Any]] = field(default_factory=list)
+    steps_upsert: list[StepUpsert] = field(default_factory=list)
     steps_delete: list[str] = field(default_factory=list)
     deps: dict[tuple[str, str], str] = field(default_factory=dict)   # reads as JSON (packing.reads_json)
     facts: dict[str, str] = field(default_factory=dict)              # packing.fact_rows
-    build_upsert: list[dict[str, Any]] = field(default_factory=list)
+    build_upsert: list[BuildUpsert] = field(default_factory=list)
     build_delete: list[str] = field(default_factory=list)
     problems: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)
     traces: list[TraceRow] = field(default_factory=list)
-    executions: list[dict[str, Any]] = field(default_factory=list)
+    executions: list[Execution] = field(default_factory=list)
     containers_upsert: list[dict[str, Any]] = field(default_factory=list)   # CONTAINER_COLUMNS, kind container
     workshop_upsert: list[dict[str, Any]] = field(default_factory=list)
     workshop_delete: list[str] = field(default_factory=list)
@@ -557,17 +601,18 @@ class Store:
                           ((h, len(blobs[h]), blobs[h]) for h in sorted(missing)))
 
     @staticmethod
-    def _insert(c: sqlite3.Connection, table: str, rows: list[dict[str, Any]], verb: str = "insert",
+    def _insert(c: sqlite3.Connection, table: str, rows: Sequence[Any], verb: str = "insert",
                 upsert_key: str | None = None) -> None:
-        """Insert dict rows (all with the same keys); ``upsert_key``: update the row that has that key."""
+        """Insert rows, all dicts with the same keys or all of one NamedTuple; ``upsert_key``: update the row that has that key."""
         if not rows:
             return
-        cols = list(rows[0])
+        named = isinstance(rows[0], tuple)
+        cols = list(rows[0]._fields) if named else list(rows[0])
         sql = f"{verb} into {table} ({', '.join(cols)}) values ({', '.join('?' * len(cols))})"
         if upsert_key is not None:
             sets = ", ".join(f"{col} = excluded.{col}" for col in cols if col != upsert_key)
             sql += f" on conflict ({upsert_key}) do update set {sets}"
-        c.executemany(sql, (tuple(r[col] for col in cols) for r in rows))
+        c.executemany(sql, rows if named else (tuple(r[col] for col in cols) for r in rows))
 
     @staticmethod
     def _delete_in(c: sqlite3.Connection, table: str, column: str, keys: list[str]) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sqldom import stop
-from sqldom.db.store import Batch, ContainerRow, OutputRow, Store
+from sqldom.db.store import Batch, BuildUpsert, ContainerRow, Execution, OutputRow, Store
 from sqldom.events import OutputEvent, Sink, StepEvent
 from sqldom.executors.base import ExecutorError
 from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
@@ -430,9 +430,7 @@ class Chain:
     def write_outputs(self, step_id: str, outputs: Mapping[str, str]) -> None:
         new = {f"{step_id}/{rel}": h for rel, h in outputs.items()}
         for path, h in sorted(new.items()):
-            self.batch.build_upsert.append({"path": path, "hash": h, "step": step_id, "size": self.size(h),
-                                            "mtime_ns": None, "ctime_ns": None, "inode": None,
-                                            "mirrored_ns": None})
+            self.batch.build_upsert.append(BuildUpsert(path, h, step_id, self.size(h)))
         self.drop_outputs(step_id, keep=set(new))
 
     def size(self, h: str) -> int:
@@ -489,9 +487,9 @@ class Chain:
         t = time.perf_counter()
         published = self.backend().publish(rec.image_id, ws.image, step.id, push=True, insecure=ws.insecure,
                                            archive_dir=self.archive(step.id).parent)
-        self.batch.executions.append({"run": self.batch.run, "step": step.id, "outcome": "pushed",
-                                      "reason": f"pushed {published.tags[0]}@{published.digest}",
-                                      "duration_ms": round((time.perf_counter() - t) * 1000, 3)})
+        self.batch.executions.append(Execution(self.batch.run, step.id, "pushed",
+                                               f"pushed {published.tags[0]}@{published.digest}",
+                                               round((time.perf_counter() - t) * 1000, 3)))
         return published.digest
 
     def executed(self, step_id: str, status: str, why: tuple[str, str], seconds: float,
@@ -502,8 +500,7 @@ class Chain:
             self.result.restored += 1
         else:
             self.result.failed += 1
-        self.batch.executions.append({"run": self.batch.run, "step": step_id, "outcome": status, "reason": why[1],
-                                      "duration_ms": round(seconds * 1000, 3)})
+        self.batch.executions.append(Execution(self.batch.run, step_id, status, why[1], round(seconds * 1000, 3)))
         self.result.events.append(ContainerStepEvent(
             id=step_id, kind=KIND, status=status, reason=why[0],
             outputs=sorted(f"{step_id}/{rel}" for rel in (outputs or {})),
@@ -550,5 +547,5 @@ class Chain:
         """A step no longer in the workshop: its row, reads and outputs go (its images stay in the store)."""
         self.batch.steps_delete.append(step_id)
         self.drop_outputs(step_id)
-        self.batch.executions.append({"run": self.batch.run, "step": step_id, "outcome": "deleted",
-                                      "reason": "step removed from the workshop", "duration_ms": 0.0})
+        self.batch.executions.append(Execution(self.batch.run, step_id, "deleted", "step removed from the workshop",
+                                               0.0))
