@@ -15,10 +15,9 @@ import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from sqldom import stop
-from sqldom.db.store import OutputRow, Store
+from sqldom.db.store import OutputRow, OutputStat, Store
 from sqldom.errors import OutputClashError
 from sqldom.events import RepairedEvent, Sink
 from sqldom.fs import TMP_PREFIX, atomic_write, real_folders, remove_file, staging_folder, walk_files
@@ -26,9 +25,8 @@ from sqldom.hashing import hash_file
 from sqldom.scan import racy_margin_ns
 
 
-def _stat_row(path: str, st: os.stat_result, now: int) -> dict[str, Any]:
-    return {"b_path": path, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
-            "mirrored_ns": now}
+def _stat_row(path: str, st: os.stat_result, now: int) -> OutputStat:
+    return OutputStat(st.st_mtime_ns, st.st_ctime_ns, st.st_ino, now, path)
 
 
 def _trusted(row: OutputRow, st: os.stat_result) -> bool:
@@ -180,7 +178,7 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
                 pass
         rows = {p: rows[p] for p in written if p in rows}
     now = time.time_ns()
-    stats: list[dict[str, Any]] = []
+    stats: list[OutputStat] = []
     repaired = 0
     clashes: list[OutputClashError] = []
 

@@ -192,6 +192,16 @@ class BuildUpsert(NamedTuple):
     mirrored_ns: int | None = None
 
 
+class OutputStat(NamedTuple):
+    """The stat of an output file as just mirrored (the update's parameters, in order)."""
+
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    mirrored_ns: int
+    path: str
+
+
 class Execution(NamedTuple):
     run: int
     step: str
@@ -668,13 +678,13 @@ class Store:
                     "(partition by step, phase order by id desc) as n from traces where step in "
                     f"({','.join('?' * len(part))})) where n > {TRACES_KEPT})", tuple(part))
 
-    def update_output_stats(self, rows: list[dict[str, Any]]) -> None:
+    def update_output_stats(self, rows: list[OutputStat]) -> None:
         """After mirroring: remember each output file's stat so the next check needs no read."""
         if not rows:
             return
         with self.transaction() as c:
             c.executemany("update build set mtime_ns = ?, ctime_ns = ?, inode = ?, mirrored_ns = ? where path = ?",
-                          ((r["mtime_ns"], r["ctime_ns"], r["inode"], r["mirrored_ns"], r["b_path"]) for r in rows))
+                          rows)
 
     def collect_garbage(self) -> int:
         """Drop blobs nothing refers to any more (sources, outputs, remembered traces)."""
