@@ -45,3 +45,18 @@ def test_rows_set_again_after_a_spill_replace_the_spilled_ones(tmp_path: Path) -
     assert list(con.execute("select step, results from traces order by id")) == [
         ("a.md", "{}"), ("a.md", '{"again":true}'), ("b.md", "{}")]
     assert not list((tmp_path / "tmp").iterdir())   # the spill file had no name
+
+
+def test_rows_stay_in_memory_when_the_spill_file_cannot_be_made(tmp_path: Path) -> None:
+    store = Store(tmp_path / "build.db")
+    (tmp_path / "not-a-folder").write_text("a file where var/tmp/ should be")
+    b = Batch(run=1)
+    b.steps_upsert = [step_row("a.md", 1)]
+    b.deps[("a.md", "write")] = reads_json([Read("source", "a.md", "", "h")])
+    b.spill(tmp_path / "not-a-folder")
+    assert b.spill_failed and b.spilled == 0 and b.deps   # kept, not lost
+    b.spill(tmp_path / "not-a-folder")                    # (and not tried again)
+    store.record(b)
+    store.close()
+    con = sqlite3.connect(tmp_path / "build.db")
+    assert list(con.execute("select step, target, hash from deps")) == [("a.md", "a.md", "h")]

@@ -365,3 +365,17 @@ def test_a_template_prepared_for_other_bytes_is_not_used(tmp_path: Any) -> None:
         assert "New text" in out and "Old text" not in out
     finally:
         markdown.discard_prepared()
+
+
+def test_a_template_that_cannot_be_kept_is_rendered_again_by_the_write(tmp_path: Any) -> None:
+    text = "# Doc\n\nSee [](other.md).\n"
+    world = FakeWorld({"doc.md": text, "other.md": "# Other\n"})
+    world.fact_map["other.md"] = {"title": "Other", "links": []}
+    plain = write(world, "doc.md")
+    (tmp_path / "file").write_text("not a folder")
+    try:
+        markdown.prepare("doc.md", world.source_hash("doc.md") or "", text.encode(), tmp_path / "file")
+        assert markdown._prepared.at == {}   # not kept (no folder for the file)
+        assert write(world, "doc.md") == plain
+    finally:
+        markdown.discard_prepared()

@@ -232,6 +232,7 @@ class Batch:
     workshop_delete: list[str] = field(default_factory=list)
     spill_file: IO[bytes] | None = None   # step rows moved out of memory (spill), oldest first
     spilled: int = 0
+    spill_failed: bool = False
 
     def empty(self) -> bool:
         return not self.spilled and not any([
@@ -245,12 +246,21 @@ class Batch:
         The record replays the parts in order, each as its own delete-then-insert,
         so a step whose rows are set again later still ends with the last ones.
         The file has no name (O_TMPFILE): it vanishes with the process, whatever
-        ends it, and the database never depends on it.
+        ends it, and the database never depends on it. If it cannot be written
+        (a full disk), the rows stay in memory, as they would in a small build.
         """
-        if self.spill_file is None:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.spill_file = tempfile.TemporaryFile(dir=folder)
-        pickle.dump((self.deps, self.facts, self.problems, self.traces), self.spill_file, pickle.HIGHEST_PROTOCOL)
+        if self.spill_failed:
+            return
+        part = pickle.dumps((self.deps, self.facts, self.problems, self.traces), pickle.HIGHEST_PROTOCOL)
+        try:
+            if self.spill_file is None:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.spill_file = tempfile.TemporaryFile(dir=folder)
+            self.spill_file.write(part)
+            self.spill_file.flush()
+        except OSError:
+            self.spill_failed = True   # (a partly written part is never read: only ``spilled`` parts are)
+            return
         self.deps, self.facts, self.problems, self.traces = {}, {}, {}, []
         self.spilled += 1
 

@@ -212,20 +212,28 @@ class Prepared:
         self.at: dict[tuple[str, str], int] = {}
 
     def put(self, key: tuple[str, str], tpl: Template, folder: Path | None) -> None:
-        if self.file is None:
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-            self.file = tempfile.TemporaryFile(dir=folder)
-        self.file.seek(0, 2)
-        self.at[key] = self.file.tell()
-        pickle.dump(tpl, self.file, pickle.HIGHEST_PROTOCOL)
+        """Keep ``tpl``; if the file cannot take it (a full disk), the write renders the document again."""
+        data = pickle.dumps(tpl, pickle.HIGHEST_PROTOCOL)
+        try:
+            if self.file is None:
+                if folder is not None:
+                    folder.mkdir(parents=True, exist_ok=True)
+                self.file = tempfile.TemporaryFile(dir=folder)
+            at = self.file.seek(0, 2)
+            self.file.write(data)
+        except OSError:
+            return
+        self.at[key] = at
 
     def take(self, key: tuple[str, str]) -> Template | None:
         at = self.at.pop(key, None)
         if at is None or self.file is None:
             return None
-        self.file.seek(at)
-        tpl: Template = pickle.load(self.file)
+        try:
+            self.file.seek(at)
+            tpl: Template = pickle.load(self.file)
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return None
         return tpl
 
     def clear(self) -> None:
