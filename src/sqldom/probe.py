@@ -262,15 +262,33 @@ def _start_build_check(build: Path, db: Path) -> Callable[[], bool]:
     return wait
 
 
+RACY_HASHED = 64   # racily clean outputs the build/ check hashes; more, and the full path checks them
+
+
 def _build_intact(build: Path, c: sqlite3.Connection) -> bool:
-    """build/ holds exactly the outputs, each with its trusted recorded stat (no file need be read)."""
+    """build/ holds exactly the outputs, each with its recorded stat, and no more than a few racily clean.
+
+    An output the last build wrote has a stat recorded too soon after its write
+    to vouch for its bytes (``TRUSTED_OUTPUT_SQL``); those few are hashed. Without
+    that, every build after an edit would find build/ unproven and take the full
+    path, and only the one after it the narrow plan.
+    """
+    from sqldom.hashing import hash_file
     on_disk = set()
     for rel, st in walk_files(build, skip_ignored=False, report_links=True):
         if not stat.S_ISREG(st.st_mode):
             return False
         on_disk.add((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-    trusted = set(c.execute(f"select {_FINGERPRINT} from build where {TRUSTED_OUTPUT_SQL}"))
-    return on_disk == trusted and len(trusted) == _count(c, "select count(*) from build")
+    recorded = set()
+    racy: list[tuple[str, str]] = []
+    for path, size, mtime_ns, ctime_ns, inode, h, trusted in c.execute(
+            f"select {_FINGERPRINT}, hash, {TRUSTED_OUTPUT_SQL} from build"):
+        recorded.add((path, size, mtime_ns, ctime_ns, inode))
+        if not trusted:
+            racy.append((path, h))
+            if len(racy) > RACY_HASHED:
+                return False
+    return on_disk == recorded and all(hash_file(str(build / path))[0] == h for path, h in racy)
 
 
 def _answer(store: Store, make_sink: Callable[[], Sink], probe_row: ProbeRow, t0: float) -> int | None:

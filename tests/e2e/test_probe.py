@@ -295,3 +295,29 @@ def test_an_unexpected_error_in_the_probe_is_reported_like_any_command_s(project
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: probe bug" in err and "Traceback" not in err
     assert list((project.root / "var").glob("crash-*.txt"))
+
+
+def test_the_build_after_an_edit_is_narrow_too(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs the last build wrote are racily clean (their stat was taken too soon): the probe hashes those
+    few instead of handing the whole project to the full path; a tampered one still sends it there."""
+    from sqldom.db.store import Store
+    site(project)
+    settle(project)
+    whole: list[str] = []
+    real = Store.outputs
+
+    def spy(self: Store) -> object:
+        whole.append("outputs")
+        return real(self)
+    monkeypatch.setattr(Store, "outputs", spy)
+    for n in range(3):
+        time.sleep(0.06)   # (past the racy window of the edit itself)
+        project.write("b.md", f"---\ntitle: Beta {n}\n---\nBody of b.\n")
+        result = project.build_inproc()
+        assert "b.md" in result.steps and f"Beta {n}" in (project.text("a.html") or "")
+        assert whole == [], n   # the first edit after settling, and each one after an edit
+    (project.root / "build" / "b.html").write_text("tampered, same stat size?")
+    time.sleep(0.06)
+    project.write("b.md", "---\ntitle: Beta 9\n---\nBody of b.\n")
+    result = project.build_inproc()
+    assert whole == ["outputs"] and "Beta 9" in (project.text("a.html") or "")
