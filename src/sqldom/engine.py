@@ -297,8 +297,9 @@ class Session:
         self.steps: dict[str, StepRow] | None = None
         self.outputs: dict[str, OutputRow] | None = None
         self.desired: tuple[RuleSet, dict[str, Desired]] | None = None
-        # (the desired dict they describe, step -> output, output -> steps, outputs wanted twice)
-        self._claims: tuple[dict[str, Desired], dict[str, str], dict[str, set[str]], set[str]] | None = None
+        # (the desired dict they describe, step -> output, output -> how many steps want it, outputs wanted twice;
+        # counts, not sets of steps: a set per output was 200 bytes per step of a big site)
+        self._claims: tuple[dict[str, Desired], dict[str, str], dict[str, int], set[str]] | None = None
         self.garbage_due = 0
         self._clashes: dict[str, tuple[str, str]] | None = None
         self.builtin_checked: dict[str, str] | None = None   # built-in code hashes every recorded read agrees with
@@ -314,22 +315,24 @@ class Session:
         if self._claims is None or self._claims[0] is not desired or changed is None:
             self._claims = (desired, {}, {}, set())
             changed = list(desired)
-        _, by_step, by_output, shared = self._claims
+        _, by_step, wanted, shared = self._claims
         for s in changed:
             old = by_step.pop(s, None)
             if old is not None:
-                by_output[old].discard(s)
-                if len(by_output[old]) < 2:
+                n = wanted[old] - 1
+                if n < 2:
                     shared.discard(old)
-                if not by_output[old]:
-                    del by_output[old]
+                if n:
+                    wanted[old] = n
+                else:
+                    del wanted[old]
             d = desired.get(s)
             if d is not None and d.output is not None:
                 by_step[s] = d.output
-                by_output.setdefault(d.output, set()).add(s)
-                if len(by_output[d.output]) > 1:
+                wanted[d.output] = wanted.get(d.output, 0) + 1
+                if wanted[d.output] > 1:
                     shared.add(d.output)
-        return {s: out for out in shared for s in by_output[out]}
+        return {s: out for s, out in by_step.items() if out in shared} if shared else {}
 
     def clashes(self, desired: dict[str, Desired], changed: list[str] | None) -> dict[str, tuple[str, str]]:
         """File/folder clashes between outputs; recomputed only when steps came or went."""
@@ -436,8 +439,8 @@ class Build:
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
         self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
-        self.staged_files: dict[str, Path] = {}   # output hash -> the file a worker left in staged/
-        self.writes_stream: Iterator[tuple[str, Any, float, Path | None]] | None = None
+        self.staged_files: dict[str, str] = {}   # output hash -> the file a worker left in staged/
+        self.writes_stream: Iterator[tuple[str, Any, float, str | None]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
 
@@ -1157,7 +1160,7 @@ class Build:
         d = self.desired[s]
         return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and s not in self.failed_parses
 
-    def _write_in_worker(self, s: str) -> tuple[str, WriteRecord, float, Path | None] | None:
+    def _write_in_worker(self, s: str) -> tuple[str, WriteRecord, float, str | None] | None:
         """Runs in a worker: the write of one document, against the facts every parse produced.
 
         The output is also left in this worker's staging folder, whose file the
@@ -1175,7 +1178,7 @@ class Build:
             staged = self._stage(res.output_hash, res.output)
         return s, pack_write(res), (time.perf_counter() - t) * 1000, staged
 
-    def _stage(self, h: str, data: bytes) -> Path | None:
+    def _stage(self, h: str, data: bytes) -> str | None:
         """In a worker: leave an output in its own staging folder; None if it could not (the mirror then writes it).
 
         No temp file and rename here: the folder is this worker's alone and the
@@ -1183,7 +1186,7 @@ class Build:
         write, so a killed worker's partial file is never moved into build/.
         """
         assert self.staged is not None
-        path = self.staged / h
+        path = os.path.join(self.staged, h)   # (a str: the parent keeps one per output of a big build)
         try:
             with open(path, "xb") as f:
                 f.write(data)

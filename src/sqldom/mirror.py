@@ -120,7 +120,7 @@ def _clear_target(build_dir: Path, path: str, rows: Mapping[str, OutputRow]) -> 
 
 
 def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
-           staged: Mapping[str, Path] | None = None) -> os.stat_result:
+           staged: Mapping[str, str] | None = None) -> os.stat_result:
     """Write one output; ``_make_room`` has just made its folders real.
 
     ``staged``: output hash -> a finished file this build's workers left beside
@@ -149,7 +149,7 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
 
 
 def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],
-           sink: Sink, full: bool = True, staged: Mapping[str, Path] | None = None) -> int:
+           sink: Sink, full: bool = True, staged: Mapping[str, str] | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
     ``full=False`` (a watch batch) touches only this build's writes and deletions
@@ -245,7 +245,7 @@ WriteResult = tuple[os.stat_result | None, int, OutputClashError | None]   # (st
 
 def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, str | None]],
                rows: Mapping[str, OutputRow], staging: Path | None, sink: Sink,
-               checked: set[Path], staged: Mapping[str, Path] | None = None) -> Iterator[WriteResult]:
+               checked: set[Path], staged: Mapping[str, str] | None = None) -> Iterator[WriteResult]:
     """Write every output of ``todo``, results in order (lazily: events stay in step with the writes).
 
     Forked workers do not help here: file creation is the kernel's work, and
@@ -255,7 +255,7 @@ def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, s
 
 
 def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: Mapping[str, OutputRow],
-               staging: Path | None, sink: Sink, checked: set[Path], staged: Mapping[str, Path] | None = None) -> WriteResult:
+               staging: Path | None, sink: Sink, checked: set[Path], staged: Mapping[str, str] | None = None) -> WriteResult:
     try:
         removed = _make_room(build_dir, path, rows, sink, checked)
     except OutputClashError as e:
