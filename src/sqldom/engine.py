@@ -37,7 +37,6 @@ from sqldom.db.store import (
     ProbeRow,
     SourceUpsert,
     StepRow,
-    StepUpsert,
     Store,
 )
 from sqldom.errors import UsageError
@@ -380,9 +379,8 @@ class Session:
         steps = self.steps if self.steps is not None else {}
         for sid in batch.steps_delete:
             steps.pop(sid, None)
-        for u in batch.steps_upsert:
-            steps[u.id] = StepRow(u.id, u.kind, u.status, u.parser, u.writer, u.output, u.last_run, u.reason,
-                                  u.image_tag, u.image_digest)
+        for row in batch.steps_upsert:
+            steps[row.id] = row
         for c in batch.containers_upsert:
             steps[c["id"]] = StepRow(c["id"], c["kind"], c["status"], c["parser"], c["writer"], c["output"],
                                      c["last_run"], c["reason"], c["image_tag"], c["image_digest"])
@@ -738,8 +736,8 @@ class Build:
         # steps rows for everything that ran or is new
         for s, o in self.outcomes.items():
             d = desired[s]
-            batch.steps_upsert.append(StepUpsert(s, d.kind, o.status, run_id, o.reason,
-                                                 d.parser.name if d.parser else None, d.writer.name, d.output))
+            batch.steps_upsert.append(StepRow(s, d.kind, o.status, d.parser.name if d.parser else None,
+                                              d.writer.name, d.output, run_id, o.reason))
             batch.executions.append(Execution(run_id, s, o.status, o.detail or o.reason, round(o.ms, 3)))
         if plan.full_verify:
             # keep planned outputs and rule names current for steps that stayed clean
@@ -748,9 +746,8 @@ class Build:
                 if s not in self.outcomes and was is not None and (
                         was.parser != (d.parser.name if d.parser else None) or was.writer != d.writer.name
                         or was.output != d.output):
-                    batch.steps_upsert.append(StepUpsert(s, d.kind, was.status, was.last_run, was.reason,
-                                                         d.parser.name if d.parser else None, d.writer.name,
-                                                         d.output))
+                    batch.steps_upsert.append(StepRow(s, d.kind, was.status, d.parser.name if d.parser else None,
+                                                      d.writer.name, d.output, was.last_run, was.reason))
 
         # record
         stop.check()

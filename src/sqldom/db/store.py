@@ -157,7 +157,8 @@ StepRows = tuple[dict[tuple[str, str], str], dict[str, str], dict[tuple[str, str
 
 
 # Rows a big build makes one of per step: tuples named as the table's columns (a dict per row
-# costs three times the memory). ``Store._insert`` takes them, or dicts, by column name.
+# costs three times the memory). ``Store._insert`` takes them, or dicts, by column name;
+# a ``steps`` row is a ``StepRow``, what the session keeps of it too.
 class SourceUpsert(NamedTuple):
     path: str
     hash: str
@@ -166,19 +167,6 @@ class SourceUpsert(NamedTuple):
     ctime_ns: int
     inode: int
     scanned_ns: int
-
-
-class StepUpsert(NamedTuple):
-    id: str
-    kind: str
-    status: str
-    last_run: int | None
-    reason: str | None
-    parser: str | None
-    writer: str | None
-    output: str | None
-    image_tag: str | None = None
-    image_digest: str | None = None
 
 
 class BuildUpsert(NamedTuple):
@@ -218,7 +206,7 @@ class Batch:
     blobs: dict[str, bytes] = field(default_factory=dict)
     sources_upsert: list[SourceUpsert] = field(default_factory=list)
     sources_delete: list[str] = field(default_factory=list)
-    steps_upsert: list[StepUpsert] = field(default_factory=list)
+    steps_upsert: list[StepRow] = field(default_factory=list)
     steps_delete: list[str] = field(default_factory=list)
     deps: dict[tuple[str, str], str] = field(default_factory=dict)   # reads as JSON (packing.reads_json)
     facts: dict[str, str] = field(default_factory=dict)              # packing.fact_rows
