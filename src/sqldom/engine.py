@@ -431,7 +431,7 @@ class Build:
         self.outcomes: dict[str, Outcome] = {}
         self.through_write: set[str] = set()   # steps whose output this build decided (or withdrew)
         self.failed_parses: dict[str, str] = {}   # step -> the reads of its parse, which failed in this build
-        # results computed ahead by forked workers (-j), taken by the serial pass in step order
+        # work done ahead by forked workers (-j): parses are recorded as they arrive, writes taken in step order
         self.parsed_ahead: list[str] = []   # the due parses the workers ran
         self.pool: Any = None   # sqldom.workers.Pool
         self.write_todo: frozenset[str] = frozenset()
