@@ -19,7 +19,6 @@ import argparse
 import datetime
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import time
@@ -44,7 +43,7 @@ from bench.corpus import (  # noqa: E402
     tree_digest,
 )
 from bench.report import fmt_mib, fmt_ratio, fmt_seconds, machine, md_table, text_table  # noqa: E402
-from bench.tools import BuildFailed, Hugo, Ninja, Run, Sqldom, Tool, ensure_references  # noqa: E402
+from bench.tools import BuildFailed, Hugo, Ninja, Run, Sqldom, Tool, Trash, ensure_references  # noqa: E402
 
 REFERENCES = ("ninja", "hugo")
 EDITS = ("body", "title", "batch")
@@ -106,6 +105,7 @@ def bench_tool(tool: Tool, corpus: Path, plan: Plan, runs: int, nonce: str) -> O
 
         for i in range(runs):                     # cold: fresh state every run
             tool.reset_cold()
+            tool.trash.settle()
             timed(out, "cold", i, runs)
         if isinstance(tool, Sqldom):
             out.digest = tree_digest(tool.out)
@@ -145,7 +145,8 @@ def bench_tool(tool: Tool, corpus: Path, plan: Plan, runs: int, nonce: str) -> O
         if isinstance(tool, Sqldom):
             for i in range(runs):
                 tool.build()
-                shutil.rmtree(tool.out)
+                tool.discard(tool.out)             # (moved aside, not deleted: see Trash)
+                tool.trash.settle()
                 timed(out, "restore", i, runs)
     except BuildFailed as e:
         out.error = str(e)
@@ -173,11 +174,13 @@ def jobs_equivalence(enabled: bool, sq: Sqldom, corpus: Path, digest: tuple[str,
     extra = [a for a in sq.extra if not a.startswith(("-j", "--jobs"))]
     j1 = Sqldom(sq.dir.parent, sq.timeout, [*extra, "-j", "1"])
     j1.dir = sq.dir.parent / "sqldom-j1"
+    j1.trash = sq.trash
     j1.setup(corpus)
     j1.reset_cold()
+    j1.trash.settle()
     run = j1.build()
     got = tree_digest(j1.out)
-    shutil.rmtree(j1.dir, ignore_errors=True)
+    j1.discard(j1.dir)
     verdict = "identical" if got == digest else f"DIFFERENT (sha256:{got[0][:16]}…, {got[1]} files)"
     return f"-j 1 build ({fmt_seconds(run.seconds)}): {verdict}"
 
@@ -352,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tools.append(Ninja(base, args.timeout, exe) if name == "ninja" else Hugo(base, args.timeout, exe))
 
+    trash = Trash(work / "trash")
+    trash.empty()            # an earlier run's leftovers; settle() waits out the kernel's 30 s after this
+    for t in tools:
+        t.trash = trash
     compiled = compile_sqldom()
     log(f"sqldom bytecode written under {compiled}")
     versions = [t.version() for t in tools]
@@ -431,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(md))
     log(f"\nwrote {args.out}")
+    trash.empty()
+    log(f"emptied {trash.folder}")
     return 1 if sq_out.error else 0
 
 
@@ -466,7 +475,10 @@ def make_notes(args: argparse.Namespace, plan: Plan, outcomes: dict[str, Outcome
         notes.append(f"sqldom build/ digest after the cold build: sha256:{sq.digest[0]} ({sq.digest[1]} files). "
                      f"-j 1 equivalence: {j1}.")
     notes.append("Cold = fresh state (sqldom: no var/ and build/; ninja: no out/ nor .ninja_log; Hugo: no "
-                 "public/), with the OS page cache warm. Peak RSS = max resident set of the largest process of "
+                 "public/), with the OS page cache warm. The trees a run removes (the previous run's output "
+                 "and state, build/ before a restore) are moved aside and freed only when no build is timed, "
+                 "then 31 s pass before the next timed build: on ext4 without a journal, inodes freed in the "
+                 "last 30 s make every file creation slower (bench/tools.py, `Trash`). Peak RSS = max resident set of the largest process of "
                  "the build from wait4(), what `/usr/bin/time -v` reports; tree PSS = the peak of the summed "
                  "proportional set size of the build process and all its descendants (sqldom's forked workers "
                  "share the parent's pages copy-on-write), sampled every 0.1 s from /proc.")

@@ -31,3 +31,25 @@ def test_bench_runs_on_a_tiny_corpus_and_writes_a_results_file_with_a_sqldom_col
     assert rows["stale after title edit?"][0] == "no"
     assert "no step executed" in text                                           # restore of build/ ran nothing
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "work" / "trash").exists()                         # what the runs set aside is gone
+
+
+def test_the_bench_sets_trees_aside_between_timed_builds_and_frees_them_only_when_nothing_is_timed(
+        tmp_path: Path) -> None:
+    """Freed inodes slow the next file creations on ext4 without a journal: see bench.tools.Trash."""
+    sys.path.insert(0, str(REPO))
+    from bench.tools import Trash
+    tree = tmp_path / "build"
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "page.html").write_text("x")
+    inode = (tree / "a" / "page.html").stat().st_ino
+    trash = Trash(tmp_path / "trash")
+    trash.discard(tree)
+    trash.discard(tmp_path / "never-existed")
+    assert not tree.exists()
+    kept = list((tmp_path / "trash").rglob("page.html"))
+    assert [p.stat().st_ino for p in kept] == [inode]                            # moved, not freed
+    trash.settle()                                                               # nothing freed: no wait
+    trash.empty()
+    assert not (tmp_path / "trash").exists()
+    assert trash.emptied_at > float("-inf")
