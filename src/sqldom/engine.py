@@ -304,6 +304,7 @@ class Session:
         self.builtin_checked: dict[str, str] | None = None   # built-in code hashes every recorded read agrees with
         self.config_paths: set[str] | None = None            # recorded "../" sources (build.py, sqldom.yaml)
         self.one_shot = False   # one build, told which sources changed by the probe (Build.narrow_plan)
+        self.snapshot = True    # keep the snapshot for the next build (False: none follows, as in `sqldom build`)
 
     def claims(self, desired: dict[str, Desired], changed: list[str] | None) -> dict[str, str]:
         """step -> output for the outputs that more than one step wants (what ``duplicate_outputs`` needs).
@@ -401,6 +402,33 @@ class Session:
         self.store.close()
 
 
+class StagedFiles(Mapping[str, str]):
+    """Output hash -> the file a worker left for it under staged/ (named by the hash, in the worker's folder).
+
+    Keeps the folder, one str shared by all of a worker's files, instead of a
+    path per output: a 100,000-page build would otherwise hold 100,000 paths.
+    """
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}
+        self.folder_of: dict[str, str] = {}
+
+    def add(self, h: str, path: str) -> None:
+        folder, _, name = path.rpartition("/")
+        if name != h or not folder:
+            return   # (never, as ``_stage`` names files; the mirror would write it from the database)
+        self.folder_of[h] = self.folders.setdefault(folder, folder)
+
+    def __getitem__(self, h: str) -> str:
+        return f"{self.folder_of[h]}/{h}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.folder_of)
+
+    def __len__(self) -> int:
+        return len(self.folder_of)
+
+
 @dataclass
 class Plan:
     scan: ScanResult
@@ -437,7 +465,7 @@ class Build:
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
         self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
-        self.staged_files: dict[str, str] = {}   # output hash -> the file a worker left in staged/
+        self.staged_files = StagedFiles()   # output hash -> the file a worker left in staged/
         self.writes_stream: Iterator[tuple[str, Any, float, str | None]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
@@ -657,11 +685,8 @@ class Build:
         self.pending_blobs: dict[str, bytes] = {}
         self.pending_bytes = 0
 
-        # sources: rows for files hashed this scan, and removed files; their bytes as blobs
+        # sources: the bytes of files hashed this scan, as blobs (their rows are made just before the record)
         for path in sc.rehashed:
-            st = sc.stats[path]
-            batch.sources_upsert.append(SourceUpsert(path, sc.hashes[path], st.size, st.mtime_ns, st.ctime_ns,
-                                                     st.inode, sc.started_ns))
             data = sc.data.get(path)   # (large files are already in blobs)
             if data is not None:
                 self.add_blob(sc.hashes[path], data)
@@ -749,6 +774,12 @@ class Build:
                     batch.steps_upsert.append(StepRow(s, d.kind, was.status, d.parser.name if d.parser else None,
                                                       d.writer.name, d.output, was.last_run, was.reason))
 
+        # sources rows for files hashed this scan (made now, not held through the build)
+        for path in sc.rehashed:
+            st = sc.stats[path]
+            batch.sources_upsert.append(SourceUpsert(path, sc.hashes[path], st.size, st.mtime_ns, st.ctime_ns,
+                                                     st.inode, sc.started_ns))
+
         # record
         stop.check()
         self.flush_blobs()
@@ -758,6 +789,10 @@ class Build:
                 self.store.record(batch, command=self.opts.command, started_at=started_at)
             finally:
                 batch.close()
+        # what nothing reads after the record: a row per step of a big build
+        batch.executions = []
+        if not self.session.snapshot:
+            batch.sources_upsert, batch.steps_upsert = [], []
         # Blob garbage collection costs in proportion to the database, and traces keep the last few
         # versions of every output alive anyway: collect after deletions and every GC_EVERY runs.
         if recorded and (batch.steps_delete or batch.build_delete or run_id % GC_EVERY == 0):
@@ -783,6 +818,7 @@ class Build:
         for path, step in sorted(set(deleted_outputs)):
             if path in build_delete:
                 self.sink.emit(DeletedEvent(path=path, step=step))
+        del outs_by_step
 
         # mirror
         stop.check()
@@ -802,8 +838,8 @@ class Build:
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
                           staged=self.staged_files if self.staged is not None else None)
         self.drop_staged()
-        if plan.narrow:
-            self.session.forget()   # nothing whole was loaded: the next build of this session reads again
+        if plan.narrow or not self.session.snapshot:
+            self.session.forget()   # nothing whole was loaded, or no build follows: the next one reads again
         else:
             assert isinstance(after, dict)
             self.session.remember(batch, after, sc)
@@ -1058,7 +1094,8 @@ class Build:
             if i % 256 == 0:
                 stop.check()
                 self.sink.progress(i, len(run), "parsing")
-            self.take_parsed(s, rec, ms)
+            assert s == run[i]   # (results come in item order)
+            self.take_parsed(run[i], rec, ms)   # (this process's str: the worker's copy would be kept twice)
         self.parsed_ahead = run
 
     def staging_outputs(self) -> Path | None:
@@ -1087,7 +1124,7 @@ class Build:
             import shutil
             shutil.rmtree(self.staged, ignore_errors=True)
             self.staged = None
-            self.staged_files = {}
+            self.staged_files = StagedFiles()
 
     def _worker_start(self) -> None:
         """First thing in a worker: its own database connection, and its own folder under staged/.
@@ -1203,7 +1240,7 @@ class Build:
         for step, rec, ms, staged in self.writes_stream:
             self.writes_left.discard(step)
             if staged is not None and rec.output_hash is not None:
-                self.staged_files[rec.output_hash] = staged
+                self.staged_files.add(rec.output_hash, staged)
             if step == s:
                 return rec, ms
             self.writes_got[step] = (rec, ms)
@@ -1431,6 +1468,7 @@ def build_locked(project: Project, options: BuildOptions, sink: Sink) -> int:
     """
     from sqldom import probe
     session = Session(project, options)
+    session.snapshot = False   # one build: a snapshot of a big site for no later build would cost memory at its end
     try:
         handoff = probe.take_handoff(project.root)
         if (handoff is not None and handoff.changed and not (options.full or options.from_step or options.push)

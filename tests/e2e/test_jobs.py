@@ -185,3 +185,40 @@ def test_a_batch_spilled_to_a_file_records_what_one_held_in_memory(tmp_path: Pat
         assert state(held, a) == state(spilled, b)
     assert len(spills) > 3 * PARALLEL_MIN   # (it did spill, part after part)
     assert not list((spilled.root / "var" / "tmp").glob("*"))   # and left no file behind
+
+
+def test_a_parallel_build_moves_the_outputs_its_workers_wrote_into_build_without_reading_them_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers leave each finished page in var/tmp/staged/; the mirror renames it into build/.
+
+    An output the mirror had to write again would be read back from the blobs
+    table in this process: none may be, and build/ must hold every page.
+    """
+    from sqldom.db.store import Store
+    from sqldom.engine import BuildOptions, build
+    from sqldom.events import ListSink
+    from tests.support.project import hash_bytes
+
+    p = make(tmp_path / "p", raising=False)
+    read: list[str] = []
+    blob, chunks = Store.blob, Store.blob_chunks
+    monkeypatch.setattr(Store, "blob", lambda self, h: (read.append(h), blob(self, h))[1])
+    monkeypatch.setattr(Store, "blob_chunks", lambda self, h: (read.append(h), chunks(self, h))[1])
+    build(BuildOptions(root=p.root, jobs=2), ListSink())   # (exit 1: the project has broken links on purpose)
+    pages = sorted((p.root / "build").rglob("*.html"))
+    assert len(pages) == DOCS + 20
+    assert not {hash_bytes(f.read_bytes()) for f in pages} & set(read)
+    assert not (p.root / "var" / "tmp" / "staged").exists()
+
+
+def test_staged_files_are_found_by_hash_in_their_workers_folder() -> None:
+    from sqldom.engine import StagedFiles
+    staged = StagedFiles()
+    staged.add("ab12", "/p/var/tmp/staged/101/ab12")
+    staged.add("cd34", "/p/var/tmp/staged/101/cd34")
+    staged.add("ef56", "/p/var/tmp/staged/202/ef56")
+    staged.add("0000", "/p/var/tmp/staged/202/not-its-hash")   # never made by a worker: left to the mirror
+    assert dict(staged) == {"ab12": "/p/var/tmp/staged/101/ab12", "cd34": "/p/var/tmp/staged/101/cd34",
+                            "ef56": "/p/var/tmp/staged/202/ef56"}
+    assert staged.get("0000") is None
+    assert staged.folder_of["ab12"] is staged.folder_of["cd34"]   # one str per worker, not one per file
