@@ -16,6 +16,7 @@ did not finish, or when the rules changed, every step is verified.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ from sqldom.db.store import (
     Batch,
     BuildUpsert,
     Execution,
+    LazyRows,
     OutputRow,
     Overlay,
     ProbeRow,
@@ -227,6 +229,10 @@ class Current:
                 del self._unpacked[next(iter(self._unpacked))]
         self._unpacked[path] = facts   # (now the most recent)
         return facts
+
+    def forget_facts(self) -> None:
+        """Drop every document's facts held for this build (at 100,000 documents, tens of MiB)."""
+        self.new_facts, self.packed_facts, self._unpacked, self._facts_cache = {}, {}, {}, {}
 
     def preload_facts(self, paths: list[str]) -> None:
         want = [p for p in paths if p not in self._facts_cache and p not in self.new_facts
@@ -758,27 +764,7 @@ class Build:
         # the workshop's chain of images, after the documents so that each step's doc title is current
         chain = self.run_workshop(plan, batch, outputs_before) if self.has_workshop(plan) else None
 
-        # steps rows for everything that ran or is new
-        for s, o in self.outcomes.items():
-            d = desired[s]
-            batch.steps_upsert.append(StepRow(s, d.kind, o.status, d.parser.name if d.parser else None,
-                                              d.writer.name, d.output, run_id, o.reason))
-            batch.executions.append(Execution(run_id, s, o.status, o.detail or o.reason, round(o.ms, 3)))
-        if plan.full_verify:
-            # keep planned outputs and rule names current for steps that stayed clean
-            for s, d in desired.items():
-                was = prev.get(s)
-                if s not in self.outcomes and was is not None and (
-                        was.parser != (d.parser.name if d.parser else None) or was.writer != d.writer.name
-                        or was.output != d.output):
-                    batch.steps_upsert.append(StepRow(s, d.kind, was.status, d.parser.name if d.parser else None,
-                                                      d.writer.name, d.output, was.last_run, was.reason))
-
-        # sources rows for files hashed this scan (made now, not held through the build)
-        for path in sc.rehashed:
-            st = sc.stats[path]
-            batch.sources_upsert.append(SourceUpsert(path, sc.hashes[path], st.size, st.mtime_ns, st.ctime_ns,
-                                                     st.inode, sc.started_ns))
+        self.add_step_rows(plan, batch, run_id)
 
         # record
         stop.check()
@@ -791,8 +777,6 @@ class Build:
                 batch.close()
         # what nothing reads after the record: a row per step of a big build
         batch.executions = []
-        if not self.session.snapshot:
-            batch.sources_upsert, batch.steps_upsert = [], []
         # Blob garbage collection costs in proportion to the database, and traces keep the last few
         # versions of every output alive anyway: collect after deletions and every GC_EVERY runs.
         if recorded and (batch.steps_delete or batch.build_delete or run_id % GC_EVERY == 0):
@@ -846,6 +830,46 @@ class Build:
 
         return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
                            len(batch.build_delete), recorded, repaired, chain, probe=self.probe_row(plan))
+
+    def add_step_rows(self, plan: Plan, batch: Batch, run_id: int) -> None:
+        """The record's rows of steps (and their executions) and of the sources hashed this scan.
+
+        A one-shot build makes them while the record writes them, and drops the
+        facts it held: at 100,000 documents both are tens of MiB that nothing
+        reads any more. A watch session keeps them, to update its snapshot.
+        """
+        desired, prev, sc, cur, outcomes = plan.desired, plan.prev, plan.scan, plan.current, self.outcomes
+        for s, o in outcomes.items():
+            batch.executions.append(Execution(run_id, s, o.status, o.detail or o.reason, round(o.ms, 3)))
+
+        def ran() -> Iterator[StepRow]:
+            for s, o in outcomes.items():
+                d = desired[s]
+                yield StepRow(s, d.kind, o.status, d.parser.name if d.parser else None, d.writer.name, d.output,
+                              run_id, o.reason)
+
+        stayed: list[StepRow] = []
+        if plan.full_verify:
+            # keep planned outputs and rule names current for steps that stayed clean
+            for s, d in desired.items():
+                was = prev.get(s)
+                if s not in outcomes and was is not None and (
+                        was.parser != (d.parser.name if d.parser else None) or was.writer != d.writer.name
+                        or was.output != d.output):
+                    stayed.append(StepRow(s, d.kind, was.status, d.parser.name if d.parser else None,
+                                          d.writer.name, d.output, was.last_run, was.reason))
+
+        def hashed() -> Iterator[SourceUpsert]:
+            for path in sc.rehashed:
+                st = sc.stats[path]
+                yield SourceUpsert(path, sc.hashes[path], st.size, st.mtime_ns, st.ctime_ns, st.inode, sc.started_ns)
+
+        if self.session.snapshot:
+            batch.steps_upsert, batch.sources_upsert = [*ran(), *stayed], list(hashed())
+        else:
+            batch.steps_upsert = LazyRows(len(outcomes) + len(stayed), lambda: itertools.chain(ran(), stayed))
+            batch.sources_upsert = LazyRows(len(sc.rehashed), hashed)
+            cur.forget_facts()
 
     @staticmethod
     def probe_row(plan: Plan) -> ProbeRow | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from sqldom.db.store import Batch, Store
 from sqldom.model import Problem, Read
 from sqldom.packing import fact_rows, reads_json
@@ -60,3 +62,86 @@ def test_rows_stay_in_memory_when_the_spill_file_cannot_be_made(tmp_path: Path) 
     store.close()
     con = sqlite3.connect(tmp_path / "build.db")
     assert list(con.execute("select step, target, hash from deps")) == [("a.md", "a.md", "h")]
+
+
+def _reads_batch(tmp_path: Path, n: int) -> Batch:
+    """n documents, each reading itself and the next one's title; half the read lists spilled."""
+    b = Batch(run=1)
+    names = [f"d{i:03}.md" for i in range(n)]
+    b.steps_upsert = [step_row(s, 1) for s in names]
+    for i, s in enumerate(names):
+        b.deps[(s, "write")] = reads_json([Read("source", s, "", f"h{i}"),
+                                           Read("fact", names[(i + 1) % n], "title", f"t{i}")])
+        if i == n // 2:
+            b.spill(tmp_path / "tmp")
+    return b
+
+
+def _record_traced(tmp_path: Path, name: str, n: int) -> tuple[list[str], list[str]]:
+    """Record a batch into a fresh database: (the statements it ran, the database dumped)."""
+    store = Store(tmp_path / name)
+    ran: list[str] = []
+    store.raw.set_trace_callback(ran.append)
+    b = _reads_batch(tmp_path, n)
+    store.record(b)
+    b.close()
+    store.close()
+    con = sqlite3.connect(tmp_path / name)
+    dump = [line for line in con.iterdump() if "alembic_version" not in line and "INTO \"runs\"" not in line]
+    con.close()
+    return ran, dump
+
+
+def test_a_record_of_every_steps_reads_rebuilds_the_reverse_index_with_the_same_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqldom.db.store as store_module
+    monkeypatch.setattr(store_module, "BULK_READS", 5)
+    bulk_ran, bulk = _record_traced(tmp_path, "bulk.db", 8)
+    assert any(s.lower().startswith("drop index ix_deps_target") for s in bulk_ran)
+    monkeypatch.setattr(store_module, "BULK_READS", 10**9)
+    row_ran, by_row = _record_traced(tmp_path, "rows.db", 8)
+    assert not any("drop index" in s.lower() for s in row_ran)
+    assert bulk == by_row   # same schema (the index is back, as the migrations made it) and same rows
+    con = sqlite3.connect(tmp_path / "bulk.db")
+    plan = " ".join(str(r) for r in con.execute(
+        "explain query plan select step from deps where target = 'd003.md' and kind = 'fact'"))
+    assert "ix_deps_target" in plan
+    assert list(con.execute("select step from deps where target = 'd003.md' and kind = 'fact'")) == [("d002.md",)]
+
+
+def test_a_few_steps_reads_are_inserted_into_the_index_as_it_stands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "build.db")
+    first = _reads_batch(tmp_path, 8)
+    store.record(first)   # 8 steps recorded
+    first.close()
+    ran: list[str] = []
+    store.raw.set_trace_callback(ran.append)
+    b = Batch(run=2)
+    b.steps_upsert = [step_row("d000.md", 2)]
+    b.deps[("d000.md", "write")] = reads_json([Read("source", "d000.md", "", "again")])
+    import sqldom.db.store as store_module
+    monkeypatch.setattr(store_module, "BULK_READS", 1)
+    store.record(b)   # one read list against 8 steps: not a bulk record
+    store.close()
+    assert not any("drop index" in s.lower() for s in ran)
+
+
+def test_a_bulk_record_that_fails_leaves_the_index_and_the_rows_as_they_were(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqldom.db.store as store_module
+    monkeypatch.setattr(store_module, "BULK_READS", 2)
+    store = Store(tmp_path / "build.db")
+    first = _reads_batch(tmp_path, 4)
+    store.record(first)
+    first.close()
+    b = _reads_batch(tmp_path, 6)
+    b.run = 2
+    b.deps[("not-a-step.md", "write")] = reads_json([Read("source", "x", "", "h")])   # no steps row: refused
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record(b)
+    b.close()
+    store.close()
+    con = sqlite3.connect(tmp_path / "build.db")
+    assert list(con.execute("select name from sqlite_master where name = 'ix_deps_target'")) == [("ix_deps_target",)]
+    assert list(con.execute("select count(*), count(distinct step) from deps")) == [(8, 4)]

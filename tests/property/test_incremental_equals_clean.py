@@ -93,6 +93,9 @@ def snapshot(root: Path) -> dict[str, Any]:
             "build": sorted(con.execute("select path, hash, step from build")),
             "facts": sorted(con.execute("select path, name, value from facts")),
             "problems": sorted(con.execute("select step, path, line, severity, message from problems")),
+            # (a one-shot build makes these rows while recording them; a warm session keeps them)
+            "steps": sorted(con.execute("select id, kind, parser, writer, output from steps")),
+            "sources": sorted(con.execute("select path, hash, size from sources")),
         }
     finally:
         con.close()

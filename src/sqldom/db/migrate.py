@@ -15,7 +15,7 @@ from typing import Any
 from sqldom.errors import DatabaseError
 
 # Every revision this sqldom knows, oldest first; a test checks it against migrations/.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 SQLITE_HEADER = b"SQLite format 3\x00"
 HINT = "upgrade sqldom, or run 'sqldom clean' to start over (the database is only a cache of content/)"

@@ -9,16 +9,17 @@ imported only to create or upgrade the database, so a build never pays for it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pickle
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple, TypeVar
+from typing import IO, Any, Generic, NamedTuple, TypeVar
 
 import xxhash
 
@@ -198,15 +199,36 @@ class Execution(NamedTuple):
     duration_ms: float
 
 
+R = TypeVar("R")
+
+
+class LazyRows(Generic[R]):
+    """Rows made while the record writes them: a big build does not hold one tuple per step through it.
+
+    ``count`` is known up front (a batch's emptiness is decided before the record);
+    every iteration makes the rows again.
+    """
+
+    def __init__(self, count: int, make: Callable[[], Iterator[R]]) -> None:
+        self.count = count
+        self.make = make
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[R]:
+        return self.make()
+
+
 @dataclass
 class Batch:
     """Everything one build phase writes, recorded in one transaction."""
 
     run: int
     blobs: dict[str, bytes] = field(default_factory=dict)
-    sources_upsert: list[SourceUpsert] = field(default_factory=list)
+    sources_upsert: list[SourceUpsert] | LazyRows[SourceUpsert] = field(default_factory=list)
     sources_delete: list[str] = field(default_factory=list)
-    steps_upsert: list[StepRow] = field(default_factory=list)
+    steps_upsert: list[StepRow] | LazyRows[StepRow] = field(default_factory=list)
     steps_delete: list[str] = field(default_factory=list)
     deps: dict[tuple[str, str], str] = field(default_factory=dict)   # reads as JSON (packing.reads_json)
     facts: dict[str, str] = field(default_factory=dict)              # packing.fact_rows
@@ -220,6 +242,7 @@ class Batch:
     workshop_delete: list[str] = field(default_factory=list)
     spill_file: IO[bytes] | None = None   # step rows moved out of memory (spill), oldest first
     spilled: int = 0
+    spilled_deps: int = 0   # (step, phase) read lists in the spilled parts
     spill_failed: bool = False
 
     def empty(self) -> bool:
@@ -249,8 +272,13 @@ class Batch:
         except OSError:
             self.spill_failed = True   # (a partly written part is never read: only ``spilled`` parts are)
             return
+        self.spilled_deps += len(self.deps)
         self.deps, self.facts, self.problems, self.traces = {}, {}, {}, []
         self.spilled += 1
+
+    def deps_count(self) -> int:
+        """How many (step, phase) read lists the record writes."""
+        return self.spilled_deps + len(self.deps)
 
     def step_rows(self) -> Iterator[StepRows]:
         """Every part of the step rows, spilled ones first, one in memory at a time."""
@@ -270,6 +298,10 @@ class Batch:
 ProbeRow = tuple[str, list[str]]
 
 TRACES_KEPT = 8
+# A record that rewrites this many read lists, and at least one per step already recorded (a
+# cold or full build), drops the deps index and creates it again after its inserts: one
+# sort instead of a random insert per row into an index bigger than SQLite's page cache.
+BULK_READS = 1000
 
 
 class Store:
@@ -609,18 +641,21 @@ class Store:
                           ((h, len(blobs[h]), blobs[h]) for h in sorted(missing)))
 
     @staticmethod
-    def _insert(c: sqlite3.Connection, table: str, rows: Sequence[Any], verb: str = "insert",
+    def _insert(c: sqlite3.Connection, table: str, rows: Iterable[Any], verb: str = "insert",
                 upsert_key: str | None = None) -> None:
         """Insert rows, all dicts with the same keys or all of one NamedTuple; ``upsert_key``: update the row that has that key."""
-        if not rows:
+        it = iter(rows)
+        first = next(it, None)
+        if first is None:
             return
-        named = isinstance(rows[0], tuple)
-        cols = list(rows[0]._fields) if named else list(rows[0])
+        named = isinstance(first, tuple)
+        cols = list(first._fields) if named else list(first)
         sql = f"{verb} into {table} ({', '.join(cols)}) values ({', '.join('?' * len(cols))})"
         if upsert_key is not None:
             sets = ", ".join(f"{col} = excluded.{col}" for col in cols if col != upsert_key)
             sql += f" on conflict ({upsert_key}) do update set {sets}"
-        c.executemany(sql, rows if named else (tuple(r[col] for col in cols) for r in rows))
+        every = itertools.chain((first,), it)
+        c.executemany(sql, every if named else (tuple(r[col] for col in cols) for r in every))
 
     @staticmethod
     def _delete_in(c: sqlite3.Connection, table: str, column: str, keys: list[str]) -> None:
@@ -645,11 +680,37 @@ class Store:
             self._insert(c, "steps", b.containers_upsert, upsert_key="id")
             self._delete_in(c, "workshop", "name", b.workshop_delete)
             self._insert(c, "workshop", b.workshop_upsert, upsert_key="name")
+            index = self._drop_reverse_index(c) if self._bulk(c, b) else None
             for rows in b.step_rows():
                 self._record_step_rows(c, b.run, rows)
+            if index is not None:
+                self._create_sorting_on_disk(c, index)
             self._delete_in(c, "build", "path", b.build_delete)
             self._insert(c, "build", b.build_upsert, upsert_key="path")
             self._insert(c, "executions", b.executions)
+
+    @staticmethod
+    def _bulk(c: sqlite3.Connection, b: Batch) -> bool:
+        n = b.deps_count()
+        return n >= BULK_READS and n >= int(c.execute("select count(*) from steps").fetchone()[0])
+
+    @staticmethod
+    def _drop_reverse_index(c: sqlite3.Connection) -> str | None:
+        """Drop ix_deps_target inside the record's transaction; its CREATE statement, as the schema has it."""
+        row = c.execute("select sql from sqlite_master where type = 'index' and name = 'ix_deps_target'").fetchone()
+        if row is None or not row[0]:
+            return None
+        c.execute("drop index ix_deps_target")
+        return str(row[0])
+
+    @staticmethod
+    def _create_sorting_on_disk(c: sqlite3.Connection, create: str) -> None:
+        """Run CREATE INDEX with its sort in a temp file: in memory it grew this process by the index's size."""
+        c.execute("PRAGMA temp_store=FILE")
+        try:
+            c.execute(create)
+        finally:
+            c.execute("PRAGMA temp_store=MEMORY")
 
     def _record_step_rows(self, c: sqlite3.Connection, run: int, rows: StepRows) -> None:
         """One part of a batch's step rows; each (step, phase) first loses the rows it had."""

@@ -103,6 +103,7 @@ deps = Table(
     # covering: "who read X" and "did anyone read code X with another hash" never touch the table
     Index("ix_deps_target", "target", "kind", "hash", "step"),
     comment="One row per thing a step read in its last execution.",
+    sqlite_with_rowid=False,   # (stored once, in key order: the largest table a build writes after blobs)
 )
 
 facts = Table(
@@ -113,6 +114,7 @@ facts = Table(
     Column("value", Text, nullable=False, comment="JSON"),
     Column("hash", Text, nullable=False),
     comment="One row per fact (title, links, front matter key) of a document.",
+    sqlite_with_rowid=False,
 )
 
 build = Table(
