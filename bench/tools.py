@@ -232,10 +232,10 @@ class Tool:
     stateful = True      # keeps incremental state: edits are timed after a no-op, reverts are rebuilt
     renders = True       # produces HTML whose staleness can be checked
 
-    def __init__(self, base: Path, timeout: float, trash: Trash | None = None) -> None:
+    def __init__(self, base: Path, timeout: float) -> None:
         self.dir = base / self.name
         self.timeout = timeout
-        self.trash = trash or Trash(base.parent / "trash")
+        self.trash = Trash(base.parent / "trash")   # (run.py gives every tool the same one)
 
     def discard(self, path: Path) -> None:
         self.trash.discard(path)

@@ -411,19 +411,19 @@ class Session:
 class StagedFiles(Mapping[str, str]):
     """Output hash -> the file a worker left for it under staged/ (named by the hash, in the worker's folder).
 
-    Keeps the folder, one str shared by all of a worker's files, instead of a
-    path per output: a 100,000-page build would otherwise hold 100,000 paths.
+    Keeps the folder, one (interned) str shared by all of a worker's files,
+    instead of a path per output: a 100,000-page build would otherwise hold
+    100,000 paths.
     """
 
     def __init__(self) -> None:
-        self.folders: dict[str, str] = {}
         self.folder_of: dict[str, str] = {}
 
     def add(self, h: str, path: str) -> None:
         folder, _, name = path.rpartition("/")
         if name != h or not folder:
             return   # (never, as ``_stage`` names files; the mirror would write it from the database)
-        self.folder_of[h] = self.folders.setdefault(folder, folder)
+        self.folder_of[h] = sys.intern(folder)
 
     def __getitem__(self, h: str) -> str:
         return f"{self.folder_of[h]}/{h}"
