@@ -145,3 +145,26 @@ def test_a_bulk_record_that_fails_leaves_the_index_and_the_rows_as_they_were(
     con = sqlite3.connect(tmp_path / "build.db")
     assert list(con.execute("select name from sqlite_master where name = 'ix_deps_target'")) == [("ix_deps_target",)]
     assert list(con.execute("select count(*), count(distinct step) from deps")) == [(8, 4)]
+
+
+def test_the_index_is_sorted_in_memory_when_no_temp_file_can_be_made(tmp_path: Path) -> None:
+    """Where SQLite finds no folder for its temp file, CREATE INDEX fails; the record still creates the index."""
+    con = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    con.execute("create table t (a text)")
+    con.executemany("insert into t values (?)", [(str(i),) for i in range(100)])
+
+    class NoTempFiles:
+        """The real connection, except that a sort spilled to a temp file fails as it does without one."""
+
+        def execute(self, sql: str) -> sqlite3.Cursor:
+            store_pragma = con.execute("pragma temp_store").fetchone()[0]
+            if sql.startswith("create index") and store_pragma == 1:
+                raise sqlite3.OperationalError("unable to open database file")
+            return con.execute(sql)
+
+    con.execute("begin")
+    Store._create_sorting_on_disk(NoTempFiles(), "create index ix_t on t (a)")  # type: ignore[arg-type]
+    con.execute("commit")
+    assert list(con.execute("select name from sqlite_master where type = 'index'")) == [("ix_t",)]
+    assert con.execute("pragma temp_store").fetchone()[0] == 2   # (MEMORY again, as Store sets it)
+    con.close()

@@ -705,9 +705,16 @@ class Store:
 
     @staticmethod
     def _create_sorting_on_disk(c: sqlite3.Connection, create: str) -> None:
-        """Run CREATE INDEX with its sort in a temp file: in memory it grew this process by the index's size."""
+        """Run CREATE INDEX with its sort in a temp file: in memory it grew this process by the index's size.
+
+        SQLite's temp file goes to $SQLITE_TMPDIR, $TMPDIR, /var/tmp, /tmp or the
+        working folder; where none can take it, the sort runs in memory instead.
+        """
         c.execute("PRAGMA temp_store=FILE")
         try:
+            c.execute(create)
+        except sqlite3.OperationalError:
+            c.execute("PRAGMA temp_store=MEMORY")
             c.execute(create)
         finally:
             c.execute("PRAGMA temp_store=MEMORY")
