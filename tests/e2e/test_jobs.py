@@ -35,13 +35,17 @@ def parse_note(source):
 
 @sqldom.writer("notes/*.md", output="{dir}{stem}.html")
 def write_note(doc, site):
-    first = site.fact("s0/page-001.md", "title")
-    return f"<h1>{doc.facts['title']}</h1><p>{doc.facts['words']} words; see {first}</p>"
+    first = site.fact("s0/page-004.md", "title")
+    tags = site.fact("s0/page-004.md", "tags")   # (not a title: every worker needs every fact)
+    return f"<h1>{doc.facts['title']}</h1><p>{doc.facts['words']} words; see {first} {tags}</p>"
 '''
 
 
-def make(root: Path, seed: int = 3, raising: bool = True) -> Project:
-    """Markdown with front matter, empty links (titles filled in), broken links, inline and block HTML."""
+def make(root: Path, seed: int = 3, raising: bool = True, notes: bool = True) -> Project:
+    """Markdown with front matter, empty links (titles filled in), broken links, inline and block HTML.
+
+    ``notes``: also notes parsed and written by build.py, and text files.
+    """
     p = Project(root)
     rng = random.Random(seed)
     for i in range(DOCS):
@@ -56,10 +60,11 @@ def make(root: Path, seed: int = 3, raising: bool = True) -> Project:
         title = f"title: Page {i}\n" if i % 5 else ""
         p.write(f"s{i % 4}/page-{i:03d}.md",
                 f"---\n{title}tags: [t{i % 3}]\n---\n\n# Heading {i}\n\nSee {links}.\n{extra}")
-    for i in range(20):
+    for i in range(20 if notes else 0):
         p.write(f"notes/n{i:02d}.md", f"# Note {i}\n\n" + ("RAISE\n" if i == 7 and raising else "") + "word " * (i + 1))
         p.write(f"txt/t{i:02d}.txt", f"Text {i}\nbody\n")
-    p.write("../build.py", BUILD_PY)
+    if notes:
+        p.write("../build.py", BUILD_PY)
     return p
 
 
@@ -101,6 +106,7 @@ def test_j3_equals_j1_cold_and_incremental(tmp_path: Path) -> None:
     a, b = one.build("-j", "1"), many.build("-j", "3")
     assert a.code == 1 and "Traceback" not in a.stderr + b.stderr   # the broken links and the raising note
     assert a.summary["built"] + a.summary["failed"] == DOCS + 40 and a.summary["failed"] == 1
+    assert b"see Page 4 ['t1']" in many.outputs()["notes/n00.html"]   # (another document's title and tags)
     assert state(one, a) == state(many, b)
 
     for p in (one, many):
@@ -111,6 +117,21 @@ def test_j3_equals_j1_cold_and_incremental(tmp_path: Path) -> None:
 
     a, b = one.build("-j", "1"), many.build("-j", "3")
     assert a.summary["built"] == b.summary["built"] == 0
+
+
+def test_markdown_only_j3_equals_j1_when_workers_get_only_the_titles_of_other_documents(tmp_path: Path) -> None:
+    """Every write is the built-in Markdown writer's, so each worker gets its own facts and the others' titles."""
+    one, many = make(tmp_path / "j1", notes=False), make(tmp_path / "j3", notes=False)
+    a, b = one.build("-j", "1"), many.build("-j", "3")
+    assert a.summary["built"] == DOCS and "Traceback" not in a.stderr + b.stderr
+    assert state(one, a) == state(many, b)
+    assert sum(b">Page " in page for page in one.outputs().values()) > DOCS // 2   # (titles filled in)
+
+    for p in (one, many):
+        edit_batch(p, seed=5)   # (some titles change: their linkers are written again)
+    a, b = one.build("-j", "1"), many.build("-j", "3")
+    assert a.summary["built"] >= PARALLEL_MIN
+    assert state(one, a) == state(many, b)
 
 
 def test_full_rebuild_with_workers_equals_the_clean_build(tmp_path: Path) -> None:
