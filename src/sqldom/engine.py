@@ -54,7 +54,6 @@ from sqldom.packing import (
     pack_write,
     reads_from_json,
     reads_json,
-    title_only,
     write_results,
 )
 from sqldom.plan import duplicate_outputs, path_clashes, verify
@@ -468,7 +467,6 @@ class Build:
         self.failed_parses: dict[str, str] = {}   # step -> the reads of its parse, which failed in this build
         # work done ahead by forked workers (-j): parses are recorded as they arrive, writes taken in step order
         self.parsed_ahead: list[str] = []   # the due parses the workers ran
-        self.titles_ahead: dict[str, str] = {}   # their facts reduced to the title, packed (see write_ahead)
         self.pool: Any = None   # sqldom.workers.Pool
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
@@ -1116,15 +1114,12 @@ class Build:
                                      install=self._install, before=self._worker_start)
         except OSError:   # no fork now (process or memory limits): the serial pass does it all
             return
-        titles_only = self._titles_suffice(run)
-        for i, (s, rec, ms, title) in enumerate(self.pool.results(0)):
+        for i, (s, rec, ms) in enumerate(self.pool.results(0)):
             if i % 256 == 0:
                 stop.check()
                 self.sink.progress(i, len(run), "parsing")
             assert s == run[i]   # (results come in item order)
             self.take_parsed(run[i], rec, ms)   # (this process's str: the worker's copy would be kept twice)
-            if titles_only:
-                self.titles_ahead[run[i]] = title
         self.parsed_ahead = run
 
     def staging_outputs(self) -> Path | None:
@@ -1171,12 +1166,10 @@ class Build:
             else:
                 self.staged = mine
 
-    def _parse_in_worker(self, s: str) -> tuple[str, ParseRecord, float, str]:
+    def _parse_in_worker(self, s: str) -> tuple[str, ParseRecord, float]:
         """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one.
 
-        The result goes back packed (``packing``): the parent records it without
-        decoding it. The worker keeps the facts for its own write of the document,
-        and sends the title apart (``write_ahead``).
+        The result goes back packed (``packing``): the parent records it without decoding it.
         """
         from sqldom.executors.python import run_parse
         d = self.desired[s]
@@ -1190,9 +1183,7 @@ class Build:
                 markdown.prepare(s, self.cur.scan.hashes[s], data, self.p.var / "tmp")
         finally:
             del self.cur.scan.data[s]
-        rec = pack_parse(res)
-        self.cur.packed_facts[s] = rec.facts
-        return s, rec, (time.perf_counter() - t) * 1000, title_only(res.facts)
+        return s, pack_parse(res), (time.perf_counter() - t) * 1000
 
     def write_ahead(self) -> None:
         """Execute, in the same workers, the writes of the documents ``parse_ahead`` parsed.
@@ -1207,12 +1198,7 @@ class Build:
         todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
         if not todo:
             return
-        if self.titles_ahead:   # every write is the built-in Markdown writer's
-            facts, self.titles_ahead = self.titles_ahead, {}
-        else:
-            facts = {s: self.cur.packed_facts[s] for s in self.parsed_ahead}
-        self.pool.send((facts, todo))
-        del facts
+        self.pool.send(({s: self.cur.packed_facts[s] for s in self.parsed_ahead}, todo))
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
@@ -1222,27 +1208,11 @@ class Build:
 
         The facts become current as ``ensure_parsed`` would make them; nothing
         else of a parse result matters to a write (and the worker records nothing).
-        The worker's own documents keep the whole facts their parse made: the
-        payload may hold only the other documents' titles.
         """
         facts, self.write_todo = payload
         for s, packed in facts.items():
             self.parse_due.pop(s, None)
-            self.cur.packed_facts.setdefault(s, packed)
-
-    def _titles_suffice(self, items: list[str]) -> bool:
-        """Whether the workers' writes read no fact of another document but its title.
-
-        True when every document among ``items`` is written by the built-in
-        Markdown writer: it reads its own document's facts, and of the documents
-        it links to only whether they exist and their title. A writer of
-        build.py may read anything, so then every worker gets every fact.
-        """
-        for s in items:
-            d = self.desired[s]
-            if d.writer.func is not None or d.writer.builtin != "markdown":
-                return False
-        return True
+            self.cur.packed_facts[s] = packed
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]

@@ -70,12 +70,6 @@ def pack_parse(res: PhaseResult) -> ParseRecord:
     return ParseRecord(reads_json(res.reads), results, facts_json, fact_rows(facts), res.problems, res.failed)
 
 
-def title_only(facts: dict[str, Any] | None) -> str:
-    """A document's facts reduced to its title, packed as its facts are: what another document's built-in write reads of it."""
-    facts = facts or {}
-    return canonical_json({"title": facts["title"]} if "title" in facts else {})
-
-
 def write_results(output_hash: str | None, size: int, problems: list[Problem], failed: bool) -> str:
     return canonical_json({"output": output_hash, "size": size, "problems": [p.as_dict() for p in problems],
                            "failed": failed})
