@@ -298,9 +298,9 @@ class Batch:
 ProbeRow = tuple[str, list[str]]
 
 TRACES_KEPT = 8
-# A record that rewrites this many read lists, and at least one per step already recorded (a
-# cold or full build), drops the deps index and creates it again after its inserts: one
-# sort instead of a random insert per row into an index bigger than SQLite's page cache.
+# A record that writes this many read lists, and at least one per row of `steps` (a cold or
+# full build), drops the deps index and creates it again after its inserts: one sort
+# instead of a random insert per row into an index bigger than SQLite's page cache.
 BULK_READS = 1000
 
 
