@@ -48,13 +48,13 @@ def hash_file(path: str) -> tuple[str, int]:
 
 
 def builtin_code_hash() -> str:
-    """What every step that ran built-in code read (kind ``code``): sqldom's version and markdown-it's.
+    """What every step that ran built-in code read (kind ``code``): sqldom's version and the Markdown renderer's.
 
     Here rather than beside the rules so that the no-op probe can compute it
     without importing them (they import the configuration, hence PyYAML).
     """
     from sqldom import __version__
-    return hash_json(["builtin", __version__, BUILTIN_REVISION, _dist_version("markdown-it-py", "markdown_it")])
+    return hash_json(["builtin", __version__, BUILTIN_REVISION, _dist_version("markdown-it-pyrs", "markdown_it_pyrs")])
 
 
 def _dist_version(dist: str, module: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 from sqldom import probe
 from tests.support.project import Project, write_build_py
 
-HEAVY = ("sqldom.engine", "click", "yaml", "sqlalchemy", "markdown_it")
+HEAVY = ("sqldom.engine", "click", "yaml", "sqlalchemy", "markdown_it_pyrs")
 
 
 def settle(project: Project, no_probe: bool = False) -> None:

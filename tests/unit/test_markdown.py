@@ -18,7 +18,7 @@ from tests.unit.fakeworld import FakeWorld, doc_and_site, source
 @pytest.fixture(autouse=True)
 def _fresh_token_cache() -> Iterator[None]:
     """Tests must not see each other through the module's parse cache."""
-    cache = getattr(markdown, "_token_cache", None)
+    cache = getattr(markdown, "_items_cache", None)
     if cache is not None:
         cache.clear()
     yield
@@ -348,7 +348,7 @@ def test_a_prepared_template_is_kept_in_a_file_and_taken_by_the_write(tmp_path: 
         assert list(markdown._prepared.at) == [("doc.md", world.source_hash("doc.md"))]
         assert all(isinstance(v, int) for v in markdown._prepared.at.values())   # an offset, not the template
         assert (tmp_path / "tmp").is_dir() and not list((tmp_path / "tmp").iterdir())   # (a nameless file)
-        markdown._token_cache.clear()   # the write must not be able to fall back on cached tokens cheaply
+        markdown._items_cache.clear()   # the write must not be able to fall back on a cached tree
         again = write(world, "doc.md")
         assert markdown._prepared.at == {}   # taken
         assert again == (plain, problems, reads)

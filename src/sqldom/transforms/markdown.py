@@ -1,19 +1,26 @@
-"""Markdown: front matter, title, links; rendered by markdown-it-py into an HTML5 page."""
+"""Markdown: front matter, title, links; rendered by markdown-it-pyrs into an HTML5 page.
+
+markdown-it-pyrs is the Rust port of markdown-it: the same CommonMark rules and
+the same HTML as markdown-it-py, about fifteen times faster (markdown-it-py's
+parse was half of a cold build's CPU). It panics on a few inputs (an
+unmatched backtick after ``[``, in 0.4.0); such a document is parsed by
+markdown-it-py instead, which gives the same page.
+"""
 
 from __future__ import annotations
 
 import datetime
+import os
 import pickle
 import posixpath
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import yaml
-from markdown_it import MarkdownIt
-from markdown_it.common.utils import escapeHtml
-from markdown_it.token import Token
+from markdown_it_pyrs import MarkdownIt, Node
 
 from sqldom.model import PARSE, Problem
 from sqldom.site import Doc, Site, Source
@@ -21,14 +28,80 @@ from sqldom.transforms import links
 from sqldom.transforms.common import decoded_text, html_page
 
 _md: MarkdownIt | None = None
-_token_cache: OrderedDict[str, list[Token]] = OrderedDict()
+_reference: Any = None
+_devnull = -1
+
+
+class Item(NamedTuple):
+    """What parse and write need of one node of a body, in document order."""
+
+    name: str      # link, autolink, image, html_block, html_inline, or h1 (the first level-1 heading)
+    value: str     # the link's URL (normalised as in the page), the raw HTML, or the heading's text
+    line: int      # first line, counted from the body's first line (1)
+    empty: bool    # a link with no text: [](x.md)
+    start: int     # order in the body; inline HTML right after another has start == the other's end
+    end: int
+
+
+_items_cache: OrderedDict[str, list[Item]] = OrderedDict()
 
 
 def md() -> MarkdownIt:
+    """CommonMark with raw HTML, plus GFM tables and strikethrough."""
     global _md
     if _md is None:
-        _md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+        _md = MarkdownIt("commonmark").enable_many(["table", "strikethrough"])
     return _md
+
+
+def reference() -> Any:
+    """markdown-it-py with the same rules, for the documents markdown-it-pyrs cannot parse."""
+    global _reference
+    if _reference is None:
+        from markdown_it import MarkdownIt as PyMarkdownIt
+        _reference = PyMarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    return _reference
+
+
+def _is_panic(e: BaseException) -> bool:
+    """pyo3 turns a Rust panic into ``PanicException``, a BaseException that only a panic raises."""
+    return type(e).__name__ == "PanicException"
+
+
+def _quietly(call: Callable[[str], Any], body: str) -> Any:
+    """``call(body)`` with file descriptor 2 on /dev/null when the body could make it panic.
+
+    A Rust panic prints its message (and, with RUST_BACKTRACE set, a backtrace)
+    on stderr before Python sees it; the document is then parsed again by
+    markdown-it-py, so the message would only alarm. The panics known need a
+    backtick and a bracket. No Python thread can write meanwhile: the call holds the GIL.
+    """
+    if "`" not in body or "[" not in body:
+        return call(body)
+    global _devnull
+    if _devnull < 0:
+        _devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    try:
+        os.dup2(_devnull, 2)
+        return call(body)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def render(body: str) -> str:
+    try:
+        return str(_quietly(md().render, body))
+    except BaseException as e:
+        if not _is_panic(e):
+            raise
+        return str(reference().render(body))
+
+
+def escape_html(text: str) -> str:
+    """What the renderer does to attribute values: ``& < > "`` become entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,105 +148,123 @@ def split_front_matter(text: str, path: str, problems: list[Problem],
     return {}, text, 0   # no closing fence: not front matter
 
 
-def tokens(body: str, take: bool = False) -> list[Token]:
-    """Parse once per distinct body: the parse phase leaves its tokens here for the write phase.
+def items(body: str, take: bool = False) -> list[Item]:
+    """Parse once per distinct body: the parse phase leaves its items here for the write phase.
 
-    ``take=True`` (the writer) removes them from the cache, so the writer may
-    change them in place without copying.
+    ``take=True`` (the writer) removes them from the cache: a body is written once.
     """
     if take:
-        toks = _token_cache.pop(body, None)
-        return toks if toks is not None else md().parse(body)
-    toks = _token_cache.get(body)
-    if toks is None:
-        toks = md().parse(body)
-        _token_cache[body] = toks
-        if len(_token_cache) > 256:
-            _token_cache.popitem(last=False)
+        got = _items_cache.pop(body, None)
+        return got if got is not None else _items(body)
+    got = _items_cache.get(body)
+    if got is None:
+        got = _items_cache[body] = _items(body)
+        if len(_items_cache) > 256:
+            _items_cache.popitem(last=False)
     else:
-        _token_cache.move_to_end(body)
-    return toks
+        _items_cache.move_to_end(body)
+    return got
 
 
-def _inline_text(tok: Token) -> str:
-    return "".join(c.content for c in (tok.children or []) if c.type in ("text", "code_inline"))
+_KEPT = frozenset({"link", "autolink", "image", "html_block", "html_inline", "heading", "lheading"})
 
 
-def _walk_links(toks: list[Token], offset: int, body: str):  # type: ignore[no-untyped-def]
-    """Yield (token, children, index, line) for each link_open and image in inline tokens.
-
-    The line is found by locating the link's target in the block's raw lines, so
-    code spans and inline HTML spanning lines cannot shift it; counting line
-    breaks between tokens is the fallback.
-    """
-    lines = body.splitlines(keepends=True)
-    for tok in toks:
-        if tok.type != "inline" or not tok.children:
+def _items(body: str) -> list[Item]:
+    try:
+        root = _quietly(md().tree, body)
+    except BaseException as e:
+        if not _is_panic(e):
+            raise
+        return _items_from_tokens(body)
+    data = body.encode("utf-8")   # (node offsets are in bytes)
+    out: list[Item] = []
+    skip_to = -1   # the end of an image: its alt text is plain text, links in it are not links
+    at, line = 0, 1
+    titled = False
+    for node in root.walk(include_self=False):
+        name = node.name
+        if name not in _KEPT:
             continue
-        start = tok.map[0] if tok.map else 0
-        raw = "".join(lines[start: tok.map[1]]) if tok.map else ""
-        cursor = 0
-        line = offset + start + 1
-        for i, child in enumerate(tok.children):
-            if child.type in ("softbreak", "hardbreak"):
+        span = node.srcmap or (at, at)
+        if span[0] < skip_to:
+            continue
+        line += data.count(b"\n", at, span[0])
+        at = span[0]
+        meta = node.meta
+        if name in ("heading", "lheading"):
+            if not titled and meta.get("level") == 1:
+                titled = True
+                out.append(Item("h1", _inline_text(node), line, False, span[0], span[1]))
+            continue
+        if name == "image":
+            skip_to = span[1]
+        value = meta.get("url" if name in ("link", "autolink", "image") else "content", "")
+        out.append(Item(name, str(value), line, name == "link" and not node.children, span[0], span[1]))
+    return out
+
+
+def _inline_text(node: Node) -> str:
+    """The text of a heading, as markdown-it-py's text tokens give it: no markup, no raw HTML, no image."""
+    out: list[str] = []
+    stack = list(reversed(node.children))
+    while stack:
+        c = stack.pop()
+        if c.name in ("text", "text_special"):
+            out.append(c.meta.get("content", ""))
+        elif c.name != "image":
+            stack.extend(reversed(c.children))
+    return "".join(out)
+
+
+def _items_from_tokens(body: str) -> list[Item]:
+    """The items from markdown-it-py's tokens. Lines inside a paragraph are counted from its line breaks."""
+    toks = reference().parse(body)
+    out: list[Item] = []
+    n = 0   # (a running index: children next to each other get start == the previous end)
+    titled = False
+    for i, tok in enumerate(toks):
+        first = (tok.map[0] if tok.map else 0) + 1
+        if tok.type == "heading_open" and tok.tag == "h1" and not titled and i + 1 < len(toks):
+            titled = True
+            text = "".join(c.content for c in toks[i + 1].children or [] if c.type in ("text", "code_inline"))
+            out.append(Item("h1", text, first, False, n, n))
+        elif tok.type == "html_block":
+            out.append(Item("html_block", tok.content, first, False, n, n + 1))
+        n += 1
+        line = first
+        children = tok.children or []
+        for j, c in enumerate(children):
+            n += 1
+            if c.type in ("softbreak", "hardbreak"):
                 line += 1
-            elif child.type in ("link_open", "image"):
-                target = str(child.attrGet("href") if child.type == "link_open" else child.attrGet("src") or "")
-                at = _find(raw, target, cursor)
-                if at >= 0:
-                    cursor = at + 1
-                    # a link starts where its text starts, lines before its target
-                    found = offset + start + 1 + raw.count("\n", 0, at) - _breaks_in_text(tok.children, i)
-                    yield tok, tok.children, i, found
-                else:
-                    yield tok, tok.children, i, line
-            elif child.type == "text":
-                line += child.content.count("\n")
-
-
-def _breaks_in_text(children: list[Token], i: int) -> int:
-    child = children[i]
-    inner = child.children or [] if child.type == "image" else []
-    if child.type == "link_open":
-        depth, j = 0, i + 1
-        while j < len(children) and not (children[j].type == "link_close" and depth == 0):
-            depth += {"link_open": 1, "link_close": -1}.get(children[j].type, 0)
-            inner.append(children[j])
-            j += 1
-    return sum(1 for c in inner if c.type in ("softbreak", "hardbreak"))
-
-
-def _find(raw: str, target: str, cursor: int) -> int:
-    from urllib.parse import unquote
-    for candidate in (target, unquote(target)):
-        if candidate:
-            at = raw.find(candidate, cursor)
-            if at >= 0:
-                return at
-    return -1
+            elif c.type == "text":
+                line += c.content.count("\n")
+            elif c.type == "link_open":
+                name = "autolink" if c.markup == "autolink" else "link"
+                empty = j + 1 < len(children) and children[j + 1].type == "link_close"
+                out.append(Item(name, str(c.attrGet("href") or ""), line, empty, n, n + 1))
+            elif c.type == "image":
+                out.append(Item("image", str(c.attrGet("src") or ""), line, False, n, n + 1))
+            elif c.type == "html_inline":
+                out.append(Item("html_inline", c.content, line, False, n, n + 1))
+    return out
 
 
 def parse(source: Source, problems: list[Problem]) -> dict[str, Any]:
     text = decoded_text(source, problems)
     meta, body, offset = split_front_matter(text, source.path, problems)
-    toks = tokens(body)
+    found = items(body)
     title = meta.get("title")
     if title in (None, ""):
-        for i, tok in enumerate(toks):
-            if tok.type == "heading_open" and tok.tag == "h1" and i + 1 < len(toks):
-                title = _inline_text(toks[i + 1]).strip()
-                break
+        title = next((it.value.strip() for it in found if it.name == "h1"), None)
     if title in (None, ""):
         title = posixpath.splitext(posixpath.basename(source.path))[0]
     hrefs: list[str] = []
-    for tok in toks:   # document order
-        if tok.type == "html_block":
-            hrefs.extend(h for h, _ in links.hrefs_in_html(tok.content))
-        for child in tok.children or []:
-            if child.type == "html_inline":
-                hrefs.extend(h for h, _ in links.hrefs_in_html(child.content))
-            elif child.type in ("link_open", "image"):
-                hrefs.append(str(child.attrGet("href") if child.type == "link_open" else child.attrGet("src") or ""))
+    for it in found:   # document order
+        if it.name in ("html_block", "html_inline"):
+            hrefs.extend(h for h, _ in links.hrefs_in_html(it.value))
+        elif it.name != "h1":
+            hrefs.append(it.value)
     facts = dict(meta)
     facts["title"] = str(title)
     facts["links"] = links.link_targets(hrefs, source.path)
@@ -251,7 +342,7 @@ def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     tpl = _prepared.take((doc.path, doc.hash)) if _prepared.at else None
     if tpl is None:
         _, body, offset = split_front_matter(doc.text, doc.path, [], load=False)   # (decoding: see parse)
-        tpl = make_template(tokens(body, take=True), body, offset, doc.path)
+        tpl = make_template(items(body, take=True), body, offset, doc.path)
     return fill(tpl, doc, site, problems)
 
 
@@ -259,7 +350,7 @@ def prepare(path: str, source_hash: str, data: bytes, folder: Path | None = None
     """Make the template of a just-parsed document (its tokens are still cached) and keep it, in ``folder``, for its write."""
     text = data.decode("utf-8", errors="replace")
     _, body, offset = split_front_matter(text, path, [], load=False)
-    _prepared.put((path, source_hash), make_template(tokens(body, take=True), body, offset, path), folder)
+    _prepared.put((path, source_hash), make_template(items(body, take=True), body, offset, path), folder)
 
 
 def discard_prepared() -> None:
@@ -267,83 +358,88 @@ def discard_prepared() -> None:
     _prepared.clear()
 
 
-def make_template(toks: list[Token], body: str, offset: int, path: str) -> Template:
-    """Render ``toks`` with a marker in every hole; the tokens are consumed (changed in place)."""
-    holes: list[tuple[Any, ...]] = []
-    setters: list[tuple[Token, str, int]] = []   # (token, "href" | "content", slot)
+def make_template(found: list[Item], body: str, offset: int, path: str) -> Template:
+    """Render ``body`` and cut the page at its holes, found from ``found`` (the body's items).
 
-    def slot(tok: Token, what: str) -> int:
-        setters.append((tok, what, len(setters)))
-        return len(setters) - 1
-
-    for _tok, children, i, line in _walk_links(toks, offset, body):
-        child = children[i]
-        if child.type == "image":
-            holes.append(("image", str(child.attrGet("src") or ""), line))
+    The renderer gives only the whole page, so each hole is found in it:
+    items come in the order of their HTML, a Markdown link is the next
+    ``<a href="`` the renderer wrote (text is escaped, an image's alt is
+    plain text) and raw HTML is copied verbatim. A cursor moves through the
+    page past each item found, so raw HTML that looks like a link is never
+    taken for the next Markdown link.
+    """
+    page = render(body)
+    # Holes in the order markdown-it-py's token walk made them (links and images, HTML blocks,
+    # inline <a>), so that reads and problems keep their order; slots are numbered in that order.
+    link_holes: list[tuple[Any, ...]] = []
+    block_holes: list[tuple[Any, ...]] = []
+    inline_holes: list[tuple[Any, ...]] = []
+    link_cuts: list[tuple[int, int]] = []      # (start, end) in the page, per slot of link_holes
+    block_cuts: list[tuple[int, int]] = []
+    inline_cuts: list[tuple[int, int]] = []
+    cursor = 0
+    skip = -1
+    for k, it in enumerate(found):
+        name, line = it.name, offset + it.line
+        if k == skip or name == "h1":
             continue
-        href_slot = slot(child, "href")
-        text_slot = -1
-        if i + 1 < len(children) and children[i + 1].type == "link_close":
-            filler = Token("text", "", 0)
-            children.insert(i + 1, filler)
-            text_slot = slot(filler, "content")
-        holes.append(("link", str(child.attrGet("href") or ""), line, href_slot, text_slot))
-    for tok in toks:
-        if tok.type == "html_block":
-            first = offset + (tok.map[0] if tok.map else 0) + 1
-            holes.append(("html", tok.content, first, slot(tok, "content")))
-    for tok in toks:
-        if tok.type == "inline" and tok.children:
-            _inline_html_holes(tok, offset, holes, slot)
-    return _render_cut(toks, body, setters, tuple(holes))
+        if name in ("link", "autolink"):
+            at = page.find('<a href="', cursor)
+            if at < 0:   # (cannot happen with this renderer: the link would be checked, not rewritten)
+                link_holes.append(("image", it.value, line))
+                continue
+            start = at + len('<a href="')
+            end = page.find('"', start)
+            cursor = end
+            href_slot, text_slot = len(link_cuts), -1
+            link_cuts.append((start, end))
+            if it.empty:   # [](x.md): the target's title goes between <a ...> and </a>
+                cursor = page.find(">", end) + 1
+                text_slot = len(link_cuts)
+                link_cuts.append((cursor, cursor))
+            link_holes.append(("link", it.value, line, href_slot, text_slot))
+        elif name == "image":
+            link_holes.append(("image", it.value, line))
+        else:   # raw HTML
+            content = it.value
+            nxt = found[k + 1] if k + 1 < len(found) else None
+            kind = "html"
+            if name == "html_inline":
+                if not content.lower().startswith("<a"):
+                    kind = ""   # not a hole; found only to move the cursor past it
+                elif (nxt is not None and nxt.name == "html_inline" and nxt.start == it.end
+                      and nxt.value.lower().startswith("</a")):
+                    content += nxt.value   # <a href="x"></a>: one hole
+                    skip = k + 1
+                else:
+                    kind = "html-open"   # an <a> whose </a> comes later
+            at = page.find(content, cursor)
+            if at < 0:
+                continue
+            cursor = at + len(content)
+            if kind:
+                holes, cuts = (block_holes, block_cuts) if name == "html_block" else (inline_holes, inline_cuts)
+                holes.append((kind, content, line, len(cuts)))
+                cuts.append((at, cursor))
+    return _cut(page, link_holes, link_cuts, block_holes, block_cuts, inline_holes, inline_cuts)
 
 
-def _inline_html_holes(tok: Token, offset: int, holes: list[tuple[Any, ...]], slot: Any) -> None:
-    """Inline ``<a href="x"></a>`` in a paragraph: two html_inline tokens side by side."""
-    children = tok.children or []
-    line = offset + (tok.map[0] if tok.map else 0) + 1
-    for i, c in enumerate(children):
-        if c.type in ("softbreak", "hardbreak"):
-            line += 1
-        if c.type == "html_inline" and c.content.lower().startswith("<a"):
-            nxt = children[i + 1] if i + 1 < len(children) else None
-            if nxt is not None and nxt.type == "html_inline" and nxt.content.lower().startswith("</a"):
-                holes.append(("html", c.content + nxt.content, line, slot(c, "content")))
-                nxt.content = ""
-            else:
-                holes.append(("html-open", c.content, line, slot(c, "content")))
-
-
-def _render_cut(toks: list[Token], body: str, setters: list[tuple[Token, str, int]],
-                holes: tuple[tuple[Any, ...], ...]) -> Template:
-    """Render with ``<m>slot<m>`` markers, ``m`` a private-use character the output has nowhere else."""
-    if not setters:
-        return Template((md().renderer.render(toks, md().options, {}),), (), holes, 0)
-    code = 0xE000
-    while True:
-        m = chr(code)
-        code += 1
-        if m in body:
-            continue
-        for tok, what, n in setters:
-            if what == "href":
-                tok.attrSet("href", f"{m}{n}{m}")
-            else:
-                tok.content = f"{m}{n}{m}"
-        pieces = md().renderer.render(toks, md().options, {}).split(m)
-        # text, slot, "", slot, ... : markers come in pairs around a slot number
-        parts = [pieces[0]]
-        order = []
-        ok = len(pieces) == 2 * len(setters) + 1
-        for k in range(1, len(pieces) - 1, 2) if ok else ():
-            if not pieces[k].isdigit():
-                ok = False
-                break
-            order.append(int(pieces[k]))
-            parts.append(pieces[k + 1])
-        if ok and sorted(order) == list(range(len(setters))):
-            return Template(tuple(parts), tuple(order), holes, len(setters))
-        # the marker came out of the text itself (an entity such as &#xE000;): try the next one
+def _cut(page: str, link_holes: list[tuple[Any, ...]], link_cuts: list[tuple[int, int]],
+         block_holes: list[tuple[Any, ...]], block_cuts: list[tuple[int, int]],
+         inline_holes: list[tuple[Any, ...]], inline_cuts: list[tuple[int, int]]) -> Template:
+    """Number the slots category by category (links, HTML blocks, inline HTML) and cut ``page`` at them."""
+    holes = list(link_holes)
+    first = len(link_cuts)
+    for group, base in ((block_holes, first), (inline_holes, first + len(block_cuts))):
+        holes.extend((*h[:3], h[3] + base) for h in group)
+    cuts = sorted((span, n) for n, span in enumerate(link_cuts + block_cuts + inline_cuts))
+    parts, order, at = [], [], 0
+    for (start, end), n in cuts:
+        parts.append(page[at:start])
+        order.append(n)
+        at = end
+    parts.append(page[at:])
+    return Template(tuple(parts), tuple(order), tuple(holes), len(cuts))
 
 
 def fill(tpl: Template, doc: Doc, site: Site, problems: list[Problem]) -> bytes:
@@ -356,9 +452,9 @@ def fill(tpl: Template, doc: Doc, site: Site, problems: list[Problem]) -> bytes:
         elif kind == "link":
             _, href, line, href_slot, text_slot = hole
             target = links.check(site, href, doc.path, line, problems)
-            values[href_slot] = escapeHtml(href if target is None else links.rewrite(href))
+            values[href_slot] = escape_html(href if target is None else links.rewrite(href))
             if text_slot >= 0 and target is not None:
-                values[text_slot] = escapeHtml(links.title_for(site, target))
+                values[text_slot] = escape_html(links.title_for(site, target))
         elif kind == "html":
             values[hole[3]] = links.process_html(hole[1], doc.path, site, problems, hole[2])
         else:   # "html-open": an <a> whose </a> comes later
