@@ -16,7 +16,7 @@ from tests.unit.fakeworld import FakeWorld, doc_and_site, source
 
 
 @pytest.fixture(autouse=True)
-def _fresh_token_cache() -> Iterator[None]:
+def _fresh_items_cache() -> Iterator[None]:
     """Tests must not see each other through the module's parse cache."""
     cache = getattr(markdown, "_items_cache", None)
     if cache is not None:

@@ -347,7 +347,7 @@ def write(doc: Doc, site: Site, problems: list[Problem]) -> bytes:
 
 
 def prepare(path: str, source_hash: str, data: bytes, folder: Path | None = None) -> None:
-    """Make the template of a just-parsed document (its tokens are still cached) and keep it, in ``folder``, for its write."""
+    """Make the template of a just-parsed document (its items are still cached) and keep it, in ``folder``, for its write."""
     text = data.decode("utf-8", errors="replace")
     _, body, offset = split_front_matter(text, path, [], load=False)
     _prepared.put((path, source_hash), make_template(items(body, take=True), body, offset, path), folder)
