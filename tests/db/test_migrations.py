@@ -211,7 +211,7 @@ def _schema(db: Path) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def test_a_first_build_migrates_in_a_child_and_never_imports_alembic_or_sqlalchemy(tmp_path: Path) -> None:
+def test_a_first_build_creates_the_schema_here_and_never_imports_alembic_or_sqlalchemy(tmp_path: Path) -> None:
     """Issue 7: Alembic and SQLAlchemy (~25 MiB, 0.5 s) stay out of the build process and its workers."""
     p = Project(tmp_path / "proj")
     p.write("a.md", "# A\n\n[](b.md)\n")
@@ -222,16 +222,74 @@ def test_a_first_build_migrates_in_a_child_and_never_imports_alembic_or_sqlalche
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert not {m for m in imported if m.split(".")[0] in ("alembic", "sqlalchemy", "mako")}
     assert p.text("a.html") is not None and "<a href=\"b.html\">B</a>" in (p.text("a.html") or "")
-    # the child made exactly the schema an upgrade here makes
+    # the build made exactly the schema an upgrade makes
     here = tmp_path / "here.db"
     migrate.upgrade(here)
     assert _schema(p.root / "var" / "build.db") == _schema(here)
     assert migrate.current_revision(p.root / "var" / "build.db", "var/build.db") == migrate.HEAD
 
 
+def test_the_snapshot_is_the_schema_upgrade_head_makes_statement_for_statement(tmp_path: Path) -> None:
+    """A new migration needs a new snapshot: ``python -m sqldom.db.migrate --snapshot`` writes it."""
+    from sqldom.db import snapshot
+
+    here = tmp_path / "here.db"
+    migrate.upgrade(here)
+    con = sqlite3.connect(here)
+    try:
+        statements = migrate.schema_statements(con)
+    finally:
+        con.close()
+    assert snapshot.REVISION == migrate.HEAD
+    assert list(snapshot.STATEMENTS) == statements
+    fresh = tmp_path / "fresh.db"
+    migrate.create_fresh(fresh)
+    assert _schema(fresh) == _schema(here)
+    assert migrate.current_revision(fresh, "var/build.db") == migrate.HEAD
+    con = sqlite3.connect(fresh)
+    try:
+        assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()
+
+
+def test_an_older_database_is_upgraded_in_a_child_that_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "var" / "build.db"
+    migrate.upgrade(db, "0003")
+    con = sqlite3.connect(db)
+    con.execute("insert into runs (id, command, started_at, built, restored, unchanged, deleted, failed, errors) "
+                "values (1, 'build', 0, 0, 0, 0, 0, 0, 0)")
+    con.commit()
+    con.close()
+    code = ("import sys; from pathlib import Path; from sqldom.db import migrate; "
+            "migrate.ensure_schema(Path(sys.argv[1])); "
+            "print(sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('alembic', 'sqlalchemy')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"   # (the child imported them, not this process)
+    assert migrate.current_revision(db, "var/build.db") == migrate.HEAD
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("select id from runs").fetchall() == [(1,)]
+    finally:
+        con.close()
+
+
+def test_a_database_killed_while_created_is_created_again(tmp_path: Path) -> None:
+    """Creation is one transaction: a database left with no tables (and no version) is simply made again."""
+    db = tmp_path / "var" / "build.db"
+    db.parent.mkdir()
+    con = sqlite3.connect(db)
+    con.execute("pragma journal_mode=wal")
+    con.close()
+    migrate.ensure_schema(db)
+    assert migrate.current_revision(db, "var/build.db") == migrate.HEAD
+
+
 def test_when_the_child_cannot_run_the_upgrade_happens_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(migrate, "sqlalchemy_loaded", lambda: False)   # (this test process has it loaded)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     db = tmp_path / "var" / "build.db"
+    migrate.upgrade(db, "0003")
     migrate.ensure_schema(db)
     assert migrate.current_revision(db, "var/build.db") == migrate.HEAD
