@@ -162,6 +162,7 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
     Two outputs that need one path as a file and as a folder are skipped, the
     rest is mirrored, then ``OutputClashError`` names them.
     """
+    fresh = full and not os.path.lexists(build_dir)   # (then everything in it is ours: see _write_fresh)
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
     staging = staging_folder(build_dir.parent / "var", build_dir) if (written or full) else None
     all_rows = rows
@@ -217,7 +218,7 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
         todo.append((path, row, what))
 
     checked: set[Path] = set()
-    results = _write_all(build_dir, store, todo, all_rows, staging, sink, checked, staged)
+    results = _write_all(build_dir, store, todo, all_rows, staging, sink, checked, staged, set() if fresh else None)
     for i, ((path, _row, what), (new_st, removed, clash)) in enumerate(zip(todo, results, strict=True)):
         if i % 256 == 0:
             sink.progress(i, len(todo), "mirroring")
@@ -240,22 +241,51 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
     return repaired
 
 
+def _write_fresh(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
+                 staged: Mapping[str, str] | None, made: set[str]) -> os.stat_result | None:
+    """Write one output into a build/ this mirror created: None if anything is in the way.
+
+    Nothing else made the folders in it, so there is no symlink to avoid and no
+    stray to remove: a folder is made once, without looking at each of its
+    parents (a cold build or a restore writes thousands of files; the checks
+    were half the mirror's time). Whatever does not simply work (two outputs
+    that need one path as a file and as a folder, a file that appeared
+    meanwhile) goes through the careful path, which explains it.
+    """
+    folder = f"{build_dir}/{path}".rpartition("/")[0]
+    try:
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        return _write(build_dir, store, path, row, staging, staged)
+    except OSError:
+        return None
+
+
 WriteResult = tuple[os.stat_result | None, int, OutputClashError | None]   # (stat, strays removed, clash)
 
 
 def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, str | None]],
                rows: Mapping[str, OutputRow], staging: Path | None, sink: Sink,
-               checked: set[Path], staged: Mapping[str, str] | None = None) -> Iterator[WriteResult]:
+               checked: set[Path], staged: Mapping[str, str] | None = None,
+               made: set[str] | None = None) -> Iterator[WriteResult]:
     """Write every output of ``todo``, results in order (lazily: events stay in step with the writes).
 
     Forked workers do not help here: file creation is the kernel's work, and
     it serialises on the folders (measured: -j 2 no faster than -j 1).
+    ``made``: build/ did not exist when this mirror began; the folders made so far.
     """
-    return (_write_one(build_dir, store, path, row, rows, staging, sink, checked, staged) for path, row, _ in todo)
+    return (_write_one(build_dir, store, path, row, rows, staging, sink, checked, staged, made)
+            for path, row, _ in todo)
 
 
 def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: Mapping[str, OutputRow],
-               staging: Path | None, sink: Sink, checked: set[Path], staged: Mapping[str, str] | None = None) -> WriteResult:
+               staging: Path | None, sink: Sink, checked: set[Path], staged: Mapping[str, str] | None = None,
+               made: set[str] | None = None) -> WriteResult:
+    if made is not None:
+        st = _write_fresh(build_dir, store, path, row, staging, staged, made)
+        if st is not None:
+            return st, 0, None
     try:
         removed = _make_room(build_dir, path, rows, sink, checked)
     except OutputClashError as e:

