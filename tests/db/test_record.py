@@ -168,3 +168,24 @@ def test_the_index_is_sorted_in_memory_when_no_temp_file_can_be_made(tmp_path: P
     assert list(con.execute("select name from sqlite_master where type = 'index'")) == [("ix_t",)]
     assert con.execute("pragma temp_store").fetchone()[0] == 2   # (MEMORY again, as Store sets it)
     con.close()
+
+
+def test_the_first_record_writes_consistent_rows_and_leaves_foreign_keys_on(tmp_path: Path) -> None:
+    """The first record skips the foreign-key checks (issue 7); what it writes still passes them, and
+    the next record on the same connection (a watch session's) cascades deletions again."""
+    store = Store(tmp_path / "build.db")
+    b = Batch(run=1)
+    b.steps_upsert = [step_row("a.md", 1), step_row("b.md", 1)]
+    b.deps[("a.md", "write")] = reads_json([Read("source", "a.md", "", "h"), Read("fact", "b.md", "title", "t")])
+    b.facts["b.md"] = fact_rows({"title": "B"})
+    b.problems[("a.md", "write")] = [Problem(step="a.md", message="a problem")]
+    store.record(b)
+    assert store.raw.execute("pragma foreign_keys").fetchone()[0] == 1
+    assert store.raw.execute("pragma foreign_key_check").fetchall() == []
+    gone = Batch(run=2)
+    gone.steps_delete = ["a.md"]
+    store.record(gone)
+    assert store.raw.execute("select count(*) from deps where step = 'a.md'").fetchone()[0] == 0
+    assert store.raw.execute("select count(*) from problems").fetchone()[0] == 0
+    store.close()
+
