@@ -162,8 +162,8 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
     Two outputs that need one path as a file and as a folder are skipped, the
     rest is mirrored, then ``OutputClashError`` names them.
     """
-    fresh = full and not os.path.lexists(build_dir)   # (then everything in it is ours: see _write_fresh)
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
+    fresh = full and _empty(build_dir)   # (then everything in it is ours: see _write_fresh)
     staging = staging_folder(build_dir.parent / "var", build_dir) if (written or full) else None
     all_rows = rows
     if full:
@@ -241,11 +241,20 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
     return repaired
 
 
+def _empty(folder: Path) -> bool:
+    """Nothing in it at all (a cold build's build/, or one the user removed)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
 def _write_fresh(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
                  staged: Mapping[str, str] | None, made: set[str]) -> os.stat_result | None:
-    """Write one output into a build/ this mirror created: None if anything is in the way.
+    """Write one output into a build/ that was empty when this mirror began: None if anything is in the way.
 
-    Nothing else made the folders in it, so there is no symlink to avoid and no
+    This mirror made every folder in it, so there is no symlink to avoid and no
     stray to remove: a folder is made once, without looking at each of its
     parents (a cold build or a restore writes thousands of files; the checks
     were half the mirror's time). Whatever does not simply work (two outputs

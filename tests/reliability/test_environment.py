@@ -357,6 +357,27 @@ def test_json_events_use_the_original_stdout_while_prints_go_to_stderr(tmp_path:
     assert "noise from user code" in proc.stderr
 
 
+def test_json_step_events_reach_stdout_in_order_even_when_no_summary_follows(tmp_path: Path) -> None:
+    """Step events are written in one burst (not flushed one by one): the summary, or closing the
+    sink on an error, still delivers every one of them, in order."""
+    code = textwrap.dedent('''\
+        import sys
+        from sqldom.events import JsonSink, StepEvent, SummaryEvent
+        sink = JsonSink()
+        for i in range(3):
+            sink.emit(StepEvent(id=f"s{i}.md", kind="document", status="built", reason="new step"))
+        if sys.argv[1] == "summary":
+            sink.emit(SummaryEvent(3, 0, 0, 0, 0, 0, 0.0))
+        sink.close()
+        ''')
+    for ending in ("summary", "error"):
+        proc = subprocess.run([sys.executable, "-c", code, ending], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [e.get("id") for e in events[:3]] == ["s0.md", "s1.md", "s2.md"]
+        assert [e["event"] for e in events] == ["step"] * 3 + (["summary"] if ending == "summary" else [])
+
+
 # ---- migrate: read-only is not corrupt ---------------------------------------------------------------------
 
 
