@@ -282,7 +282,7 @@ def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, s
 
     Forked workers do not help here: file creation is the kernel's work, and
     it serialises on the folders (measured: -j 2 no faster than -j 1).
-    ``made``: build/ did not exist when this mirror began; the folders made so far.
+    ``made``: build/ was empty when this mirror began; the folders made in it so far.
     """
     return (_write_one(build_dir, store, path, row, rows, staging, sink, checked, staged, made)
             for path, row, _ in todo)
