@@ -254,6 +254,15 @@ def test_the_snapshot_is_the_schema_upgrade_head_makes_statement_for_statement(t
         con.close()
 
 
+def test_the_snapshot_maker_writes_the_shipped_snapshot_again(tmp_path: Path) -> None:
+    """``python -m sqldom.db.migrate --snapshot`` (after a new migration) reproduces the file byte for byte."""
+    from sqldom.db import snapshot
+
+    made = tmp_path / "snapshot.py"
+    migrate.write_snapshot(made)
+    assert made.read_text(encoding="utf-8") == Path(snapshot.__file__).read_text(encoding="utf-8")
+
+
 def test_an_older_database_is_upgraded_in_a_child_that_keeps_its_rows(tmp_path: Path) -> None:
     db = tmp_path / "var" / "build.db"
     migrate.upgrade(db, "0003")
