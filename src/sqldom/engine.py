@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
@@ -60,6 +60,9 @@ from sqldom.plan import duplicate_outputs, path_clashes, verify
 from sqldom.rules import Rule, RuleSet
 from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_paths
 from sqldom.site import PRESENT, fact_hash, glob_hash
+
+if TYPE_CHECKING:
+    from sqldom.mirror import Placer
 
 BLOB_FLUSH_BYTES = 16 << 20
 CONTAINER = "container"   # steps.kind of workshop steps: built by workshop/chain.py, not by the rules
@@ -764,17 +767,42 @@ class Build:
         # the workshop's chain of images, after the documents so that each step's doc title is current
         chain = self.run_workshop(plan, batch, outputs_before) if self.has_workshop(plan) else None
 
-        self.add_step_rows(plan, batch, run_id)
+        placer = self.start_placer(batch)
+        try:
+            self.add_step_rows(plan, batch, run_id)
 
-        # record
-        stop.check()
-        self.flush_blobs()
-        recorded = not batch.empty()
-        if recorded:
-            try:
-                self.store.record(batch, command=self.opts.command, started_at=started_at)
-            finally:
-                batch.close()
+            # record
+            stop.check()
+            self.flush_blobs()
+            recorded = not batch.empty()
+            if recorded:
+                try:
+                    self.store.record(batch, command=self.opts.command, started_at=started_at)
+                finally:
+                    batch.close()
+        except BaseException:
+            if placer is not None:
+                placer.undo(self.p.build)   # (nothing recorded: build/ goes back to empty)
+            raise
+        try:
+            return self.finish(plan, batch, run_id, started_at, t0, recorded, outputs_before, deleted_outputs,
+                               chain, placer)
+        finally:
+            if placer is not None:
+                placer.join()   # (never left moving files after the build)
+
+    def start_placer(self, batch: Batch) -> Placer | None:
+        """A cold build's staged outputs start moving into the empty build/ (``mirror.Placer``)."""
+        if self.staged is None or not self.staged_files or not (self.hint is None or self.mirror_all):
+            return None
+        from sqldom.mirror import Placer
+        return Placer.start(self.p.build, [(r.path, r.hash) for r in batch.build_upsert], self.staged_files)
+
+    def finish(self, plan: Plan, batch: Batch, run_id: int, started_at: float, t0: float, recorded: bool,
+               outputs_before: Mapping[str, OutputRow], deleted_outputs: list[tuple[str, str]], chain: Any,
+               placer: Any) -> int:
+        """After the record: garbage, events, the mirror and the report."""
+        sc, desired = plan.scan, plan.desired
         # what nothing reads after the record: a row per step of a big build
         batch.executions = []
         # Blob garbage collection costs in proportion to the database, and traces keep the last few
@@ -820,7 +848,8 @@ class Build:
         self.close_workers()
         repaired = mirror(self.p.build, self.store, after, {r.path for r in batch.build_upsert},
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
-                          staged=self.staged_files if self.staged is not None else None)
+                          staged=self.staged_files if self.staged is not None else None,
+                          placed=placer.join() if placer is not None else None)
         self.drop_staged()
         if plan.narrow or not self.session.snapshot:
             self.session.forget()   # nothing whole was loaded, or no build follows: the next one reads again

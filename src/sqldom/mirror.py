@@ -9,9 +9,11 @@ killed build are swept away.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -148,8 +150,67 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
             close()
 
 
+class Placer:
+    """Moves the outputs the workers staged into an empty build/, on a thread, while the record runs.
+
+    A cold build's record keeps one core busy and leaves the other idle; moving
+    ten thousand files is mostly the kernel's work (the thread holds the GIL
+    only between system calls), so it costs the record little and takes the
+    mirror off the build's end. build/ may then hold outputs a moment before
+    the database does: ``undo`` takes them back out if the record fails, and a
+    build killed meanwhile leaves only whole files, which the next build puts
+    in line (SPEC: build/ free of partial files, the next build finishes the job).
+    """
+
+    def __init__(self, build_dir: Path, moves: list[tuple[str, str]]) -> None:
+        self.placed: dict[str, os.stat_result] = {}
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, args=(str(build_dir), moves), name="sqldom-placer",
+                                       daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def start(build_dir: Path, rows: list[tuple[str, str]], staged: Mapping[str, str]) -> Placer | None:
+        """A placer for ``rows`` ((output path, hash)) whose bytes are staged; None unless build/ is empty."""
+        moves = [(path, staged[h]) for path, h in sorted(rows) if h in staged]
+        if not moves or not _empty(build_dir):
+            return None
+        return Placer(build_dir, moves)
+
+    def _run(self, build_dir: str, moves: list[tuple[str, str]]) -> None:
+        made: set[str] = set()
+        for path, source in moves:
+            if self.stopped:
+                return
+            target = f"{build_dir}/{path}"
+            folder = target.rpartition("/")[0]
+            try:
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                if os.path.lexists(target):
+                    continue   # (two outputs that clash as file and folder: the mirror explains it)
+                os.rename(source, target)
+                self.placed[path] = os.stat(target, follow_symlinks=False)
+            except OSError:
+                continue   # not staged after all, or in the way of another output: the mirror writes it
+
+    def join(self) -> dict[str, os.stat_result]:
+        """What was moved into build/, with its stat after the move."""
+        self.thread.join()
+        return self.placed
+
+    def undo(self, build_dir: Path) -> None:
+        """The record failed: take the moved outputs out of build/ again (it was empty)."""
+        self.stopped = True
+        for path in self.join():
+            with contextlib.suppress(OSError):
+                os.unlink(build_dir / path)
+
+
 def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],
-           sink: Sink, full: bool = True, staged: Mapping[str, str] | None = None) -> int:
+           sink: Sink, full: bool = True, staged: Mapping[str, str] | None = None,
+           placed: Mapping[str, os.stat_result] | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
     ``full=False`` (a watch batch) touches only this build's writes and deletions
@@ -161,13 +222,18 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
     that belongs at its path, so nothing is written or removed outside build/.
     Two outputs that need one path as a file and as a folder are skipped, the
     rest is mirrored, then ``OutputClashError`` names them.
+
+    ``placed``: outputs a ``Placer`` already moved into build/, which was empty
+    before; they are all it holds.
     """
     build_dir.mkdir(parents=True, exist_ok=True)   # an empty project still gets its (empty) build/
-    fresh = full and _empty(build_dir)   # (then everything in it is ours: see _write_fresh)
+    # (then everything in it is ours: see _write_fresh)
+    fresh = full and (placed is not None or _empty(build_dir))
     staging = staging_folder(build_dir.parent / "var", build_dir) if (written or full) else None
     all_rows = rows
     if full:
-        on_disk = dict(walk_files(build_dir, skip_ignored=False, report_links=True))
+        on_disk = dict(placed) if placed is not None else dict(walk_files(build_dir, skip_ignored=False,
+                                                                          report_links=True))
     else:
         on_disk = {}
         for path in written | deleted:
@@ -198,6 +264,9 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
             stop.check()
         st = on_disk.get(path)
         what = None
+        if placed is not None and path in placed:
+            stats.append(_stat_row(path, placed[path], now))   # (a file this build's worker wrote)
+            continue
         if path in written:
             pass
         elif st is None:

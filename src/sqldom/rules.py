@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqldom.api import UserRule
@@ -31,9 +32,12 @@ class Rule:
     code_hash: str = ""
     command: CommandRule | None = None   # command rules of sqldom.yaml
 
-    @property
+    @cached_property
     def spec_hash(self) -> str:
-        """The rule as a step reads it; for a command rule, its command, env, image and executor too."""
+        """The rule as a step reads it; for a command rule, its command, env, image and executor too.
+
+        Cached: every parse and write reads it (twice per document in a cold build), and the rule is frozen.
+        """
         extra = None
         if self.command is not None:
             c = self.command

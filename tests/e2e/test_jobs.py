@@ -244,3 +244,83 @@ def test_staged_files_are_found_by_hash_in_their_workers_folder() -> None:
                             "ef56": "/p/var/tmp/staged/202/ef56"}
     assert staged.get("0000") is None
     assert staged.folder_of["ab12"] is staged.folder_of["cd34"]   # one str per worker, not one per file
+
+
+def test_a_cold_parallel_build_moves_its_outputs_into_build_while_it_records_and_the_next_build_trusts_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build/ was empty: the staged pages move in on a thread during the record (``mirror.Placer``).
+
+    Every page must be there with the bytes the table names, and the stat the
+    table keeps must be the file's after the move, so that the next build
+    trusts every page without reading it (nothing repaired, nothing hashed but
+    the pages written within the racy margin before the mirror).
+    """
+    import os
+
+    import sqldom.mirror
+    from sqldom.scan import racy_margin_ns
+    from tests.support.project import hash_bytes
+
+    p = make(tmp_path / "p", raising=False)
+    placed: list[int] = []
+    start = sqldom.mirror.Placer.start
+
+    def counting(*args: Any) -> Any:
+        placer = start(*args)
+        placed.append(len(args[1]) if placer is not None else 0)
+        return placer
+
+    monkeypatch.setattr(sqldom.mirror.Placer, "start", staticmethod(counting))
+    build_in_process(p, 2)
+    assert placed and placed[0] >= DOCS   # (the pages the workers wrote: it did run)
+    files = p.outputs()
+    rows = p.query("select path, hash, mtime_ns, ctime_ns, inode from build")
+    assert {path: hash_bytes(data) for path, data in files.items()} == {r[0]: r[1] for r in rows}
+    for path, _, mtime_ns, ctime_ns, inode in rows:
+        st = os.stat(p.root / "build" / path)
+        assert (mtime_ns, ctime_ns, inode) == (st.st_mtime_ns, st.st_ctime_ns, st.st_ino), path
+
+    racy = {str(p.root / "build" / path) for path, mtime_ns, mirrored_ns in
+            p.query("select path, mtime_ns, mirrored_ns from build")
+            if not mtime_ns < mirrored_ns - racy_margin_ns(mtime_ns)}
+    hashed: list[str] = []
+    real_hash_file = sqldom.mirror.hash_file
+    monkeypatch.setattr(sqldom.mirror, "hash_file", lambda path: (hashed.append(path), real_hash_file(path))[1])
+    again = build_in_process(p, 2)
+    assert not [e for e in again.events if e.get("type") == "repaired"]
+    assert set(hashed) == racy
+    assert len(racy) < len(rows)
+
+
+def test_a_record_that_fails_takes_the_outputs_it_moved_back_out_of_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs moved into build/ before the record commits leave again when it fails; the next build is whole."""
+    import sqlite3
+    import threading
+
+    import sqldom.mirror
+    from sqldom.db.store import Store
+
+    p = make(tmp_path / "p", raising=False)
+    moved = threading.Event()
+    run, record = sqldom.mirror.Placer._run, Store.record
+
+    def placing(self: Any, *args: Any) -> None:
+        run(self, *args)
+        moved.set()
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> None:
+        assert moved.wait(60)   # (every page is in build/ by now)
+        assert len(list((p.root / "build").rglob("*.html"))) >= DOCS
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqldom.mirror.Placer, "_run", placing)
+    monkeypatch.setattr(Store, "record", failing)
+    with pytest.raises(sqlite3.OperationalError):   # (the CLI turns it into a message and exit code)
+        build_in_process(p, 2)
+    assert p.outputs() == {}
+    assert p.query("select count(*) from build") == [(0,)]
+    monkeypatch.setattr(Store, "record", record)
+    whole = build_in_process(p, 2)
+    assert whole.summary["built"] >= DOCS
+    assert len(p.outputs()) == len(p.query("select path from build")) >= DOCS

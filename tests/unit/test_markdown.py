@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqldom.hashing import hash_json
 from sqldom.model import Problem, Read
@@ -346,7 +348,8 @@ def test_a_prepared_template_is_kept_in_a_file_and_taken_by_the_write(tmp_path: 
         parse(text, "doc.md", world)
         markdown.prepare("doc.md", world.source_hash("doc.md") or "", text.encode(), tmp_path / "tmp")
         assert list(markdown._prepared.at) == [("doc.md", world.source_hash("doc.md"))]
-        assert all(isinstance(v, int) for v in markdown._prepared.at.values())   # an offset, not the template
+        # (offset, length), not the template
+        assert all(isinstance(at, int) and isinstance(n, int) for at, n in markdown._prepared.at.values())
         assert (tmp_path / "tmp").is_dir() and not list((tmp_path / "tmp").iterdir())   # (a nameless file)
         markdown._items_cache.clear()   # the write must not be able to fall back on a cached tree
         again = write(world, "doc.md")
@@ -379,3 +382,31 @@ def test_a_template_that_cannot_be_kept_is_rendered_again_by_the_write(tmp_path:
         assert write(world, "doc.md") == plain
     finally:
         markdown.discard_prepared()
+
+
+# --- the front-matter fence, found by str.find or by splitlines -------------------------------
+
+_LINE_PARTS = ["---", "...", "title: x", "--- ", "..", "----", "", "a", "\r", "\x85", "\u2028", "\x0b"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_LINE_PARTS), st.sampled_from(["\n", "\n", "\r\n", "\r", "\x0c"])),
+                max_size=8), st.booleans())
+def test_the_quick_fence_search_splits_as_splitlines_does(lines: list[tuple[str, str]], cut_last: bool) -> None:
+    text = "---\n" + "".join(part + end for part, end in lines)
+    if cut_last:
+        text = text[:-1]
+    quick = markdown._fence(text)
+    if quick is not markdown._UNSURE:
+        assert quick == markdown._fence_by_lines(text)
+    for load in (False, True):   # and the whole split agrees with the line-by-line one
+        got = markdown.split_front_matter(text, "doc.md", [], load=load)
+        by_lines = markdown._fence_by_lines(text)
+        assert got[1:] == ((by_lines[1], by_lines[2]) if by_lines is not None else (text, 0))
+
+
+def test_the_quick_fence_search_is_taken_for_plain_front_matter() -> None:
+    text = "---\ntitle: T\ndate: 2024-01-02\n---\n# Body\n"
+    assert markdown._fence(text) == ("title: T\ndate: 2024-01-02\n", "# Body\n", 4)
+    assert markdown._fence("---\r\ntitle: T\r\n---\r\nbody") is markdown._UNSURE   # (\r: splitlines decides)
+    assert markdown.split_front_matter("---\r\ntitle: T\r\n---\r\nbody", "doc.md", []) == ({"title": "T"}, "body", 3)
