@@ -121,6 +121,15 @@ def test_invalid_front_matter_is_a_problem_on_its_line() -> None:
     assert facts["title"] == "Body Title"   # the body is still used
 
 
+def test_a_date_that_does_not_exist_is_a_problem_on_its_line() -> None:
+    """PyYAML raises a bare ValueError for 2023-02-30: a problem naming the line, not a failed parse."""
+    text = "---\ntitle: ok\nsummary: fine\ndate: 2023-02-30\n---\n# Body Title\n"
+    facts, problems = parse(text, path="p.md")
+    assert [(p.path, p.line, p.severity) for p in problems] == [("p.md", 4, "error")]
+    assert "day is out of range for month" in problems[0].message
+    assert facts["title"] == "Body Title"
+
+
 def test_invalid_front_matter_line_of_a_bad_mapping() -> None:
     text = "---\na: 1\n  b: 2\n---\nx\n"
     _, problems = parse(text)
