@@ -123,8 +123,10 @@ class JsonSink:
                 out = self._own
         self.out = out
 
+    _encode = json.JSONEncoder(ensure_ascii=False).encode   # (json.dumps with an option builds one per call)
+
     def emit(self, event: Event) -> None:
-        self.out.write(json.dumps(as_dict(event), ensure_ascii=False) + "\n")
+        self.out.write(self._encode(as_dict(event)) + "\n")
         if not isinstance(event, StepEvent):   # a build's step events come in one burst, and its summary
             self.out.flush()                   # (or close, on an error) always follows: one write, not 10^4
 

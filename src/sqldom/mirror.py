@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import stat
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -151,23 +150,22 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
 
 
 class Placer:
-    """Moves the outputs the workers staged into an empty build/, on a thread, while the record runs.
+    """Moves the outputs the workers staged into an empty build/, in a forked process, while the record runs.
 
-    A cold build's record keeps one core busy and leaves the other idle; moving
-    ten thousand files is mostly the kernel's work (the thread holds the GIL
-    only between system calls), so it costs the record little and takes the
-    mirror off the build's end. build/ may then hold outputs a moment before
+    A cold build's record keeps one core busy and leaves the other idle, and
+    moving ten thousand files is mostly the kernel's work: done meanwhile, it
+    takes the mirror off the build's end. A process, not a thread: a thread
+    and the record hand the GIL back and forth at every row and system call,
+    and the record took a third longer. build/ may hold outputs a moment before
     the database does: ``undo`` takes them back out if the record fails, and a
     build killed meanwhile leaves only whole files, which the next build puts
     in line (SPEC: build/ free of partial files, the next build finishes the job).
     """
 
     def __init__(self, build_dir: Path, moves: list[tuple[str, str]]) -> None:
-        self.placed: dict[str, os.stat_result] = {}
-        self.stopped = False
-        self.thread = threading.Thread(target=self._run, args=(str(build_dir), moves), name="sqldom-placer",
-                                       daemon=True)
-        self.thread.start()
+        from sqldom.workers import start_child
+        self.placed: dict[str, os.stat_result] | None = None
+        self.child = start_child(lambda: _place(str(build_dir), moves))
 
     @staticmethod
     def start(build_dir: Path, rows: list[tuple[str, str]], staged: Mapping[str, str]) -> Placer | None:
@@ -175,37 +173,43 @@ class Placer:
         moves = [(path, staged[h]) for path, h in sorted(rows) if h in staged]
         if not moves or not _empty(build_dir):
             return None
-        return Placer(build_dir, moves)
-
-    def _run(self, build_dir: str, moves: list[tuple[str, str]]) -> None:
-        made: set[str] = set()
-        for path, source in moves:
-            if self.stopped:
-                return
-            target = f"{build_dir}/{path}"
-            folder = target.rpartition("/")[0]
-            try:
-                if folder not in made:
-                    os.makedirs(folder, exist_ok=True)
-                    made.add(folder)
-                if os.path.lexists(target):
-                    continue   # (two outputs that clash as file and folder: the mirror explains it)
-                os.rename(source, target)
-                self.placed[path] = os.stat(target, follow_symlinks=False)
-            except OSError:
-                continue   # not staged after all, or in the way of another output: the mirror writes it
+        try:
+            return Placer(build_dir, moves)
+        except OSError:   # (no fork now: the mirror moves them)
+            return None
 
     def join(self) -> dict[str, os.stat_result]:
-        """What was moved into build/, with its stat after the move."""
-        self.thread.join()
+        """What was moved into build/, with its stat after the move ({} if the process died: the mirror
+        then writes every output, replacing any file it had moved)."""
+        if self.placed is None:
+            got = self.child.result()
+            self.placed = got if isinstance(got, dict) else {}
         return self.placed
 
     def undo(self, build_dir: Path) -> None:
         """The record failed: take the moved outputs out of build/ again (it was empty)."""
-        self.stopped = True
         for path in self.join():
             with contextlib.suppress(OSError):
                 os.unlink(build_dir / path)
+
+
+def _place(build_dir: str, moves: list[tuple[str, str]]) -> dict[str, os.stat_result]:
+    made: set[str] = set()
+    placed: dict[str, os.stat_result] = {}
+    for path, source in moves:
+        target = f"{build_dir}/{path}"
+        folder = target.rpartition("/")[0]
+        try:
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            if os.path.lexists(target):
+                continue   # (two outputs that clash as file and folder: the mirror explains it)
+            os.rename(source, target)
+            placed[path] = os.stat(target, follow_symlinks=False)
+        except OSError:
+            continue   # not staged after all, or in the way of another output: the mirror writes it
+    return placed
 
 
 def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],

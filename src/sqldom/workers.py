@@ -52,24 +52,29 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def _become_child(parent: int) -> None:
+    """First thing in a forked process: signals, death with the parent, and nothing of the parent's held."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what Ctrl-C means
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # and may kill us at any time
+    _die_with(parent)
+    from sqldom.fs import HELD_LOCKS
+    for fd in HELD_LOCKS:   # the project lock is the parent's: an flock is shared across fork
+        os.close(fd)
+    # fresh standard streams: a lock held by another thread of the parent at fork time stays held
+    for name in ("stdout", "stderr"):
+        try:
+            fd = getattr(sys, name).fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = 2
+        setattr(sys, name, open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="backslashreplace"))
+
+
 def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: int | None,
            install: Callable[[Any], None] | None, before: Callable[[], None] | None, parent: int) -> None:
     """Body of one worker; never returns (``os._exit``, so no atexit handler or buffered write runs twice)."""
     code = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what Ctrl-C means
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)   # and may kill us at any time
-        _die_with(parent)
-        from sqldom.fs import HELD_LOCKS
-        for fd in HELD_LOCKS:   # the project lock is the parent's: an flock is shared across fork
-            os.close(fd)
-        # fresh standard streams: a lock held by another thread of the parent at fork time stays held
-        for name in ("stdout", "stderr"):
-            try:
-                fd = getattr(sys, name).fileno()
-            except (AttributeError, OSError, ValueError):
-                fd = 2
-            setattr(sys, name, open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="backslashreplace"))
+        _become_child(parent)
         if before is not None:
             before()
         inbox = open(down, "rb", buffering=1 << 16) if down is not None else None
@@ -198,6 +203,66 @@ class Pool:
             except ChildProcessError:
                 pass
         self.pids, self.readers, self.writers = [], [], []
+
+
+class Child:
+    """One forked process running one function; ``result()`` waits for what it returned."""
+
+    def __init__(self, pid: int, reader: Any) -> None:
+        self.pid = pid
+        self.reader = reader
+
+    def result(self) -> Any:
+        """The function's return value, or ``_FAILED`` if it raised or the process died."""
+        try:
+            got = pickle.load(self.reader)
+        except (EOFError, pickle.UnpicklingError, OSError):
+            got = _FAILED
+        finally:
+            self.reader.close()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+        return got
+
+
+def start_child(fn: Callable[[], Any]) -> Child:
+    """Run ``fn`` in a forked process, beside this one (no GIL shared); OSError if it cannot fork.
+
+    Like a pool's workers it inherits this process as it is, ignores Ctrl-C
+    (``result`` waits for it) and dies with its parent.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    parent = os.getpid()
+    r, w = os.pipe()
+    gc.freeze()   # (see Pool: the child's collections would copy every page it inherited)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+    finally:
+        if os.getpid() == parent:
+            gc.unfreeze()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            os.close(r)
+            _become_child(parent)
+            with open(w, "wb") as out:
+                pickle.dump(fn(), out, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    return Child(pid, open(r, "rb"))
 
 
 def run_ordered(fn: Callable[[T], R], items: list[T], jobs: int,
