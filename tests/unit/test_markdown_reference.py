@@ -181,3 +181,78 @@ def test_a_document_markdown_it_pyrs_panics_on_is_parsed_by_markdown_it_py_quiet
     assert capfd.readouterr().err == ""
     if panics:   # (the fallback is what ran; with a fixed markdown-it-pyrs this test is a plain comparison)
         assert markdown._items(body) == markdown._items_from_tokens(body)
+
+
+# --- bodies without "<": links, images and the title read off the page, not the tree -------------
+
+plain_words = st.sampled_from(["word", "Zeta", "a&b", "x>y", "\"q\"", "ü", "*", "_", "`", "\\*", "\\[", "]", "&amp;",
+                               "&copy;", "&quot;", "&#60;", "#", "[", "(", ")", "![", "a\\", "**x**"])
+plain_target = st.sampled_from([t for t in TARGETS if "<" not in t] + ["a.md \"T > 'x'\"", "a.md 'q'", "(a.md)",
+                                                                      "a.md?x=&amp;y", "sub/b.md#a&b", "x.md"])
+plain_inline = st.one_of(
+    plain_words,
+    st.builds(lambda w, t: f"[{w}]({t})", plain_words, plain_target),
+    st.builds(lambda t: f"[]({t})", plain_target),
+    st.builds(lambda t: f"[ ]({t})", plain_target),
+    st.builds(lambda w, t: f"![{w}]({t})", plain_words, plain_target),
+    st.builds(lambda t, u: f"![a [in]({t})]({u})", plain_target, plain_target),
+    st.builds(lambda t, u: f"[![i]({t})]({u})", plain_target, plain_target),
+    st.builds(lambda w: f"*{w}*", plain_words),
+    st.builds(lambda w: f"~~{w}~~", plain_words),
+    st.builds(lambda w, t: f"`[{w}]({t})`", plain_words, plain_target),
+    st.builds(lambda t: f"``x `[](a.md)` {t}``", plain_target),
+    st.sampled_from(["[x][r]", "[r]", "[r][]", "[missing][nope]", "\\[](a.md)", "[a](a.md)[b](sub/b.md)"]),
+)
+plain_line = st.lists(plain_inline, min_size=1, max_size=6).map(" ".join)
+plain_block = st.one_of(
+    plain_line,
+    plain_line.map(lambda s: "# " + s),
+    plain_line.map(lambda s: "## " + s),
+    st.builds(lambda a, b: f"{a}\n{b}  \n{a}\n===", plain_line, plain_line),
+    plain_line.map(lambda s: "> # " + s),
+    st.lists(plain_line, min_size=1, max_size=3).map(lambda ls: "\n".join("- " + x for x in ls)),
+    st.lists(plain_line, min_size=2, max_size=3).map("\n".join),
+    st.builds(lambda a, b: f"| h | {a} |\n|---|---|\n| {b} | x |", plain_line, plain_line),
+    st.builds(lambda w: f"```\n# {w}\n```", plain_line),
+    plain_line.map(lambda s: "    " + s),
+    st.sampled_from(["***", "[r]: a.md \"Ref\"", "[r]: <sub/b.md>", "[p]: nope.md"]),
+)
+plain_document = st.lists(plain_block, min_size=1, max_size=6).map(lambda bs: "\n\n".join(bs) + "\n").filter(
+    lambda body: "<" not in body)
+
+
+def written(body: str) -> tuple[bytes, list[tuple[str, int | None]]]:
+    world = FakeWorld({"doc.md": "---\ntitle: T\n---\n" + body, **OTHERS})
+    for p in OTHERS:
+        src, _ = source(world, p)
+        world.fact_map[p] = markdown.parse(src, [])
+    src, _ = source(world, "doc.md")
+    world.fact_map["doc.md"] = markdown.parse(src, [])
+    doc, site, _ = doc_and_site(world, "doc.md", "doc.html")
+    problems: list[Problem] = []
+    page = markdown.write(doc, site, problems)
+    return page, [(p.message, p.line) for p in problems]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(plain_document)
+def test_a_body_without_html_is_read_off_its_page_as_the_tree_reads_it(monkeypatch: Any, body: str) -> None:
+    """Items, page, problems and their lines: the same as through markdown-it-pyrs's tree."""
+    from_page = markdown._items_from_page(markdown.render(body))
+    by_tree = markdown._items_by_tree(body)
+    assert [(i.name, i.value, i.empty) for i in from_page] == [(i.name, i.value, i.empty) for i in by_tree]
+    assert all(i.line == markdown.NO_LINE for i in from_page)
+    markdown._items_cache.clear()
+    ours = written(body)
+    monkeypatch.setattr(markdown, "_items", markdown._items_by_tree)
+    markdown._items_cache.clear()
+    assert written(body) == ours
+    markdown._items_cache.clear()
+
+
+def test_a_broken_link_read_off_the_page_is_reported_on_its_line() -> None:
+    body = "# T\n\nFine [](a.md).\n\n- x\n- see [this](nope.md) and\n  ![i](gone.png)\n"
+    assert [i.line for i in markdown._items(body)] == [markdown.NO_LINE] * 4   # (read off the page)
+    _, problems = written(body)
+    assert problems == [("link to nope.md: no such document", 9), ("link to gone.png: no such document", 10)]

@@ -9,6 +9,7 @@ markdown-it-py instead, which gives the same page.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import marshal
 import os
@@ -228,6 +229,56 @@ _KEPT = frozenset({"link", "autolink", "image", "html_block", "html_inline", "he
 
 
 def _items(body: str) -> list[Item]:
+    if "<" not in body:
+        page = render(body)
+        _pages[body] = page   # (for make_template, which comes next)
+        if len(_pages) > 8:
+            _pages.popitem(last=False)
+        return _items_from_page(page)
+    return _items_by_tree(body)
+
+
+# Bodies without "<" have no raw HTML and no autolink, so every tag of their page is the
+# renderer's own: links, images and headings can be read off the page, at a tenth of the cost
+# of markdown-it-pyrs's tree (its Rust nodes become Python objects). What the page does not
+# give is a link's line, wanted only for a problem: ``fill`` asks the tree then (``_link_lines``).
+_pages: OrderedDict[str, str] = OrderedDict()
+_PAGE_TAGS = re.compile(r'<a href="([^"]*)"[^>]*>(</a>)?|<img src="([^"]*)"|<h1>')
+_H1_DROPPED = re.compile(r"<[^>]*>|\n")   # (tags, with an image's alt text, and line breaks: not text)
+NO_LINE = -1   # Item.line of an item read off the page
+
+
+def _unescape(text: str) -> str:
+    """The inverse of ``escape_html``: the only entities the renderer writes in text and attributes."""
+    if "&" not in text:
+        return text
+    return text.replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _items_from_page(page: str) -> list[Item]:
+    """``_items_by_tree`` of a body without "<", from its page; lines are NO_LINE."""
+    out: list[Item] = []
+    titled = False
+    for k, m in enumerate(_PAGE_TAGS.finditer(page)):
+        href, closed, src = m.group(1, 2, 3)
+        if href is not None:
+            out.append(Item("link", _unescape(href), NO_LINE, closed is not None, k, k + 1))
+        elif src is not None:
+            out.append(Item("image", _unescape(src), NO_LINE, False, k, k + 1))
+        elif not titled:
+            titled = True
+            inner = page[m.end():page.find("</h1>", m.end())]
+            out.append(Item("h1", _unescape(_H1_DROPPED.sub("", inner)), NO_LINE, False, k, k + 1))
+    return out
+
+
+def _link_lines(body: str, offset: int) -> list[int]:
+    """The line of each link and image of ``body``, in order (the tree's; for a problem's message)."""
+    return [offset + it.line for it in _items_by_tree(body) if it.name != "h1" and it.name in
+            ("link", "autolink", "image")]
+
+
+def _items_by_tree(body: str) -> list[Item]:
     try:
         root = _quietly(md().tree, body)
     except BaseException as e:
@@ -432,7 +483,9 @@ def make_template(found: list[Item], body: str, offset: int, path: str) -> Templ
     page past each item found, so raw HTML that looks like a link is never
     taken for the next Markdown link.
     """
-    page = render(body)
+    page = _pages.pop(body, None)
+    if page is None:
+        page = render(body)
     # Holes in the order markdown-it-py's token walk made them (links and images, HTML blocks,
     # inline <a>), so that reads and problems keep their order; slots are numbered in that order.
     link_holes: list[tuple[Any, ...]] = []
@@ -444,7 +497,7 @@ def make_template(found: list[Item], body: str, offset: int, path: str) -> Templ
     cursor = 0
     skip = -1
     for k, it in enumerate(found):
-        name, line = it.name, offset + it.line
+        name, line = it.name, (offset + it.line if it.line != NO_LINE else None)
         if k == skip or name == "h1":
             continue
         if name in ("link", "autolink"):
@@ -509,23 +562,39 @@ def _cut(page: str, link_holes: list[tuple[Any, ...]], link_cuts: list[tuple[int
 def fill(tpl: Template, doc: Doc, site: Site, problems: list[Problem]) -> bytes:
     """The page: every hole's read made through ``site`` (in document order), then joined."""
     values = [""] * tpl.slots
-    for hole in tpl.holes:
-        kind = hole[0]
-        if kind == "image":
-            links.check(site, hole[1], doc.path, hole[2], problems)
-        elif kind == "link":
-            _, href, line, href_slot, text_slot = hole
-            target = links.check(site, href, doc.path, line, problems)
-            values[href_slot] = escape_html(href if target is None else links.rewrite(href))
-            if text_slot >= 0 and target is not None:
-                values[text_slot] = escape_html(links.title_for(site, target))
-        elif kind == "html":
-            values[hole[3]] = links.process_html(hole[1], doc.path, site, problems, hole[2])
-        else:   # "html-open": an <a> whose </a> comes later
-            values[hole[3]] = links.process_html(hole[1] + "x</a>", doc.path, site, problems, hole[2])[: -len("x</a>")]
+    lines: list[int] | None = None
+    for k, hole in enumerate(tpl.holes):
+        if hole[2] is None:   # (a link or image read off the page: its line only if it has a problem)
+            before = len(problems)
+            _fill_hole(hole, values, doc, site, problems)
+            if len(problems) > before:
+                if lines is None:
+                    _, body, offset = split_front_matter(doc.text, doc.path, [], load=False)
+                    lines = _link_lines(body, offset)
+                line = lines[k] if k < len(lines) else None
+                problems[before:] = [dataclasses.replace(p, line=line) for p in problems[before:]]
+            continue
+        _fill_hole(hole, values, doc, site, problems)
     out = [tpl.parts[0]]
     for i, n in enumerate(tpl.order):
         out.append(values[n])
         out.append(tpl.parts[i + 1])
     title = doc.facts.get("title") or posixpath.basename(doc.path)
     return html_page(str(title), "".join(out)).encode("utf-8")
+
+
+def _fill_hole(hole: tuple[Any, ...], values: list[str], doc: Doc, site: Site, problems: list[Problem]) -> None:
+    """One hole's read (through ``site``) and its text."""
+    kind = hole[0]
+    if kind == "image":
+        links.check(site, hole[1], doc.path, hole[2], problems)
+    elif kind == "link":
+        _, href, line, href_slot, text_slot = hole
+        target = links.check(site, href, doc.path, line, problems)
+        values[href_slot] = escape_html(href if target is None else links.rewrite(href))
+        if text_slot >= 0 and target is not None:
+            values[text_slot] = escape_html(links.title_for(site, target))
+    elif kind == "html":
+        values[hole[3]] = links.process_html(hole[1], doc.path, site, problems, hole[2])
+    else:   # "html-open": an <a> whose </a> comes later
+        values[hole[3]] = links.process_html(hole[1] + "x</a>", doc.path, site, problems, hole[2])[: -len("x</a>")]
