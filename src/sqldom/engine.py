@@ -474,6 +474,8 @@ class Build:
         self.write_todo: frozenset[str] = frozenset()
         self.write_traces: dict[str, list[Any]] | None = None
         self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
+        self.content_dir = str(project.content)   # (made once: a worker uses them for every document)
+        self.tmp_dir = project.var / "tmp"
         self.staged_files = StagedFiles()   # output hash -> the file a worker left in staged/
         self.writes_stream: Iterator[tuple[str, Any, float, str | None]] | None = None
         self.writes_left: set[str] = set()
@@ -1204,15 +1206,30 @@ class Build:
         d = self.desired[s]
         assert d.parser is not None
         t = time.perf_counter()
-        data = self.cur.scan.data[s] = self.cur.source_bytes(s)   # read once, for the parse and the template
+        data = self.cur.scan.data[s] = self._source_again(s)   # read once, for the parse and the template
         try:
             res = run_parse(s, d.parser, self.cur, self.user_file)
             if not res.failed and d.writer.func is None and d.writer.builtin == "markdown" and d.kind == "document":
                 from sqldom.transforms import markdown
-                markdown.prepare(s, self.cur.scan.hashes[s], data, self.p.var / "tmp")
+                markdown.prepare(s, self.cur.scan.hashes[s], data, self.tmp_dir)
         finally:
             del self.cur.scan.data[s]
         return s, pack_parse(res), (time.perf_counter() - t) * 1000
+
+    def _source_again(self, s: str) -> bytes:
+        """In a worker: the bytes the scan hashed, from the file it read them from if they are still
+        there (still in the page cache too: a third of the cost of the blobs table, where two
+        workers read while this process writes), else from the blobs table."""
+        if s not in self.cur.scan.big:
+            try:
+                with open(os.path.join(self.content_dir, s), "rb") as f:
+                    data = f.read()
+            except OSError:
+                pass
+            else:
+                if hash_bytes(data) == self.cur.scan.hashes[s]:
+                    return data
+        return self.cur.source_bytes(s)
 
     def write_ahead(self) -> None:
         """Execute, in the same workers, the writes of the documents ``parse_ahead`` parsed.

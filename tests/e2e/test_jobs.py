@@ -318,3 +318,30 @@ def test_a_record_that_fails_takes_the_outputs_it_moved_back_out_of_build(
     whole = build_in_process(p, 2)
     assert whole.summary["built"] >= DOCS
     assert len(p.outputs()) == len(p.query("select path from build")) >= DOCS
+
+
+def test_a_worker_parses_the_bytes_the_scan_hashed_even_when_the_file_changed_since(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker reads a source from content/ again only if its hash is still the scan's; else from the blobs table."""
+    from sqldom.engine import Build
+
+    p = make(tmp_path / "p", raising=False)
+    edited = p.root / "content" / "s1" / "page-001.md"
+    scanned = edited.read_text()
+    start = Build._worker_start
+
+    def editing(self: Any) -> None:
+        edited.write_text(scanned.replace("# Heading 1", "# Changed after the scan"))   # (each worker: same bytes)
+        start(self)
+
+    monkeypatch.setattr(Build, "_worker_start", editing)
+    build_in_process(p, 2)
+    page = (p.root / "build" / "s1" / "page-001.html").read_text()
+    assert "Heading 1" in page and "Changed after the scan" not in page
+    (source_hash,) = p.query("select hash from sources where path = 's1/page-001.md'")[0]
+    from tests.support.project import hash_bytes
+    assert source_hash == hash_bytes(scanned.encode())
+    monkeypatch.undo()
+    again = build_in_process(p, 2)
+    assert "Changed after the scan" in (p.root / "build" / "s1" / "page-001.html").read_text()
+    assert again.summary["built"] >= 1

@@ -10,6 +10,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+_loaded: dict[str, ModuleType] = {}
+
 
 def module(name: str) -> ModuleType:
-    return importlib.import_module(f"sqldom.transforms.{name}")
+    """(Kept: ``import_module`` costs microseconds, and a cold build asks twice per document.)"""
+    got = _loaded.get(name)
+    if got is None:
+        got = _loaded[name] = importlib.import_module(f"sqldom.transforms.{name}")
+    return got
