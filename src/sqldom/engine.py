@@ -798,7 +798,8 @@ class Build:
         if self.staged is None or not self.staged_files or not (self.hint is None or self.mirror_all):
             return None
         from sqldom.mirror import Placer
-        return Placer.start(self.p.build, [(r.path, r.hash) for r in batch.build_upsert], self.staged_files)
+        return Placer.start(self.p.build, [(r.path, r.hash) for r in batch.build_upsert], self.staged_files,
+                            self.tmp_dir)
 
     def finish(self, plan: Plan, batch: Batch, run_id: int, started_at: float, t0: float, recorded: bool,
                outputs_before: Mapping[str, OutputRow], deleted_outputs: list[tuple[str, str]], chain: Any,

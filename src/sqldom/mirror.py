@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import shutil
 import stat
 import time
@@ -149,41 +150,70 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
             close()
 
 
+Placed = tuple[int, int, int]   # an output's (mtime_ns, ctime_ns, inode) after ``Placer`` moved it
+
+
 class Placer:
-    """Moves the outputs the workers staged into an empty build/, in a forked process, while the record runs.
+    """Moves the outputs the workers staged into an empty build/, in a process of its own, while the record runs.
 
     A cold build's record keeps one core busy and leaves the other idle, and
     moving ten thousand files is mostly the kernel's work: done meanwhile, it
-    takes the mirror off the build's end. A process, not a thread: a thread
-    and the record hand the GIL back and forth at every row and system call,
-    and the record took a third longer. build/ may hold outputs a moment before
-    the database does: ``undo`` takes them back out if the record fails, and a
-    build killed meanwhile leaves only whole files, which the next build puts
-    in line (SPEC: build/ free of partial files, the next build finishes the job).
+    takes the mirror off the build's end. Not a thread: it and the record
+    handed the GIL back and forth at every row and system call, and the record
+    took a third longer. Not a fork either (see ``sqldom/place.py``). build/
+    may hold outputs a moment before the database does: ``undo`` takes them
+    back out if the record fails, and a build killed meanwhile leaves only whole
+    files, which the next build puts in line (SPEC: build/ free of partial
+    files, the next build finishes the job).
     """
 
-    def __init__(self, build_dir: Path, moves: list[tuple[str, str]]) -> None:
-        from sqldom.workers import start_child
-        self.placed: dict[str, os.stat_result] | None = None
-        self.child = start_child(lambda: _place(str(build_dir), moves))
+    def __init__(self, build_dir: Path, moves: list[tuple[str, str]], tmp: Path) -> None:
+        import subprocess
+        import sys
+        import tempfile
+        self.placed: dict[str, Placed] | None = None
+        self.paths = [path for path, _ in moves]
+        self.given = tempfile.TemporaryFile(dir=tmp)
+        self.got = tempfile.TemporaryFile(dir=tmp)
+        try:
+            pickle.dump((str(build_dir), moves), self.given, protocol=pickle.HIGHEST_PROTOCOL)
+            self.given.flush()
+            script = str(Path(__file__).with_name("place.py"))
+            fds = (self.given.fileno(), self.got.fileno())
+            self.process = subprocess.Popen([sys.executable, "-I", script, *map(str, fds)], pass_fds=fds,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            self.given.close()
+            self.got.close()
+            raise
 
     @staticmethod
-    def start(build_dir: Path, rows: list[tuple[str, str]], staged: Mapping[str, str]) -> Placer | None:
+    def start(build_dir: Path, rows: list[tuple[str, str]], staged: Mapping[str, str], tmp: Path) -> Placer | None:
         """A placer for ``rows`` ((output path, hash)) whose bytes are staged; None unless build/ is empty."""
         moves = [(path, staged[h]) for path, h in sorted(rows) if h in staged]
         if not moves or not _empty(build_dir):
             return None
         try:
-            return Placer(build_dir, moves)
-        except OSError:   # (no fork now: the mirror moves them)
+            return Placer(build_dir, moves, tmp)
+        except OSError:   # (no process now: the mirror moves them)
             return None
 
-    def join(self) -> dict[str, os.stat_result]:
-        """What was moved into build/, with its stat after the move ({} if the process died: the mirror
+    def join(self) -> dict[str, Placed]:
+        """What was moved into build/, with its stat after the move ({} if the process failed: the mirror
         then writes every output, replacing any file it had moved)."""
         if self.placed is None:
-            got = self.child.result()
-            self.placed = got if isinstance(got, dict) else {}
+            self.process.wait()
+            self.placed = {}
+            try:
+                self.got.seek(0)
+                got = pickle.load(self.got)
+                if self.process.returncode == 0 and isinstance(got, list) and len(got) == len(self.paths):
+                    self.placed = {path: st for path, st in zip(self.paths, got, strict=True) if st is not None}
+            except (OSError, EOFError, pickle.UnpicklingError):
+                pass
+            finally:
+                self.given.close()
+                self.got.close()
         return self.placed
 
     def undo(self, build_dir: Path) -> None:
@@ -193,28 +223,9 @@ class Placer:
                 os.unlink(build_dir / path)
 
 
-def _place(build_dir: str, moves: list[tuple[str, str]]) -> dict[str, os.stat_result]:
-    made: set[str] = set()
-    placed: dict[str, os.stat_result] = {}
-    for path, source in moves:
-        target = f"{build_dir}/{path}"
-        folder = target.rpartition("/")[0]
-        try:
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            if os.path.lexists(target):
-                continue   # (two outputs that clash as file and folder: the mirror explains it)
-            os.rename(source, target)
-            placed[path] = os.stat(target, follow_symlinks=False)
-        except OSError:
-            continue   # not staged after all, or in the way of another output: the mirror writes it
-    return placed
-
-
 def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],
            sink: Sink, full: bool = True, staged: Mapping[str, str] | None = None,
-           placed: Mapping[str, os.stat_result] | None = None) -> int:
+           placed: Mapping[str, Placed] | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
     ``full=False`` (a watch batch) touches only this build's writes and deletions
@@ -236,8 +247,8 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
     staging = staging_folder(build_dir.parent / "var", build_dir) if (written or full) else None
     all_rows = rows
     if full:
-        on_disk = dict(placed) if placed is not None else dict(walk_files(build_dir, skip_ignored=False,
-                                                                          report_links=True))
+        # (placed: the outputs just moved into an empty build/ are all it holds)
+        on_disk = {} if placed is not None else dict(walk_files(build_dir, skip_ignored=False, report_links=True))
     else:
         on_disk = {}
         for path in written | deleted:
@@ -269,7 +280,7 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
         st = on_disk.get(path)
         what = None
         if placed is not None and path in placed:
-            stats.append(_stat_row(path, placed[path], now))   # (a file this build's worker wrote)
+            stats.append(OutputStat(*placed[path], now, path))   # (a file this build's worker wrote)
             continue
         if path in written:
             pass

@@ -205,66 +205,6 @@ class Pool:
         self.pids, self.readers, self.writers = [], [], []
 
 
-class Child:
-    """One forked process running one function; ``result()`` waits for what it returned."""
-
-    def __init__(self, pid: int, reader: Any) -> None:
-        self.pid = pid
-        self.reader = reader
-
-    def result(self) -> Any:
-        """The function's return value, or ``_FAILED`` if it raised or the process died."""
-        try:
-            got = pickle.load(self.reader)
-        except (EOFError, pickle.UnpicklingError, OSError):
-            got = _FAILED
-        finally:
-            self.reader.close()
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-        return got
-
-
-def start_child(fn: Callable[[], Any]) -> Child:
-    """Run ``fn`` in a forked process, beside this one (no GIL shared); OSError if it cannot fork.
-
-    Like a pool's workers it inherits this process as it is, ignores Ctrl-C
-    (``result`` waits for it) and dies with its parent.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    parent = os.getpid()
-    r, w = os.pipe()
-    gc.freeze()   # (see Pool: the child's collections would copy every page it inherited)
-    try:
-        pid = os.fork()
-    except BaseException:
-        os.close(r)
-        os.close(w)
-        raise
-    finally:
-        if os.getpid() == parent:
-            gc.unfreeze()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 0
-        try:
-            os.close(r)
-            _become_child(parent)
-            with open(w, "wb") as out:
-                pickle.dump(fn(), out, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    return Child(pid, open(r, "rb"))
-
-
 def run_ordered(fn: Callable[[T], R], items: list[T], jobs: int,
                 before: Callable[[], None] | None = None) -> Generator[R, None, None]:
     """Yield ``fn(item)`` for every item, in order, computed by ``jobs`` forked workers.
