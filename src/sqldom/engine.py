@@ -803,7 +803,7 @@ class Build:
 
     def finish(self, plan: Plan, batch: Batch, run_id: int, started_at: float, t0: float, recorded: bool,
                outputs_before: Mapping[str, OutputRow], deleted_outputs: list[tuple[str, str]], chain: Any,
-               placer: Any) -> int:
+               placer: Placer | None) -> int:
         """After the record: garbage, events, the mirror and the report."""
         sc, desired = plan.scan, plan.desired
         # what nothing reads after the record: a row per step of a big build

@@ -52,29 +52,24 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _become_child(parent: int) -> None:
-    """First thing in a forked process: signals, death with the parent, and nothing of the parent's held."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what Ctrl-C means
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # and may kill us at any time
-    _die_with(parent)
-    from sqldom.fs import HELD_LOCKS
-    for fd in HELD_LOCKS:   # the project lock is the parent's: an flock is shared across fork
-        os.close(fd)
-    # fresh standard streams: a lock held by another thread of the parent at fork time stays held
-    for name in ("stdout", "stderr"):
-        try:
-            fd = getattr(sys, name).fileno()
-        except (AttributeError, OSError, ValueError):
-            fd = 2
-        setattr(sys, name, open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="backslashreplace"))
-
-
 def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: int | None,
            install: Callable[[Any], None] | None, before: Callable[[], None] | None, parent: int) -> None:
     """Body of one worker; never returns (``os._exit``, so no atexit handler or buffered write runs twice)."""
     code = 0
     try:
-        _become_child(parent)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent decides what Ctrl-C means
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)   # and may kill us at any time
+        _die_with(parent)
+        from sqldom.fs import HELD_LOCKS
+        for fd in HELD_LOCKS:   # the project lock is the parent's: an flock is shared across fork
+            os.close(fd)
+        # fresh standard streams: a lock held by another thread of the parent at fork time stays held
+        for name in ("stdout", "stderr"):
+            try:
+                fd = getattr(sys, name).fileno()
+            except (AttributeError, OSError, ValueError):
+                fd = 2
+            setattr(sys, name, open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="backslashreplace"))
         if before is not None:
             before()
         inbox = open(down, "rb", buffering=1 << 16) if down is not None else None

@@ -63,4 +63,3 @@ def test_workers_keep_their_inheritance_frozen_and_the_parent_does_not() -> None
     counts = list(workers.run_ordered(lambda _: gc.get_freeze_count(), list(range(6)), 2))
     assert all(n >= len(inherited) for n in counts)
     assert gc.get_freeze_count() == before
-
