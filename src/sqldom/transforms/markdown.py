@@ -274,8 +274,7 @@ def _items_from_page(page: str) -> list[Item]:
 
 def _link_lines(body: str, offset: int) -> list[int]:
     """The line of each link and image of ``body``, in order (the tree's; for a problem's message)."""
-    return [offset + it.line for it in _items_by_tree(body) if it.name != "h1" and it.name in
-            ("link", "autolink", "image")]
+    return [offset + it.line for it in _items_by_tree(body) if it.name in ("link", "autolink", "image")]
 
 
 def _items_by_tree(body: str) -> list[Item]:
