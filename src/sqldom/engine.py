@@ -43,6 +43,7 @@ from sqldom.db.store import (
 )
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
+from sqldom.fs import prefetch
 from sqldom.hashing import ABSENT, builtin_code_hash, hash_bytes
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
 from sqldom.packing import (
@@ -567,7 +568,7 @@ class Build:
             files = content_files(self.p.content)
             files.update(extra)
             spill = self.store.insert_blobs if self.opts.command != "status" else None   # status writes nothing
-            sc = scan(files, recorded, self.store.store_file_blob, spill)
+            sc = scan(files, recorded, self.store.store_file_blob, spill, prefetch)
         rules, user_file = self.load_rules(config, sc)
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()

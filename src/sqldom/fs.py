@@ -6,9 +6,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import signal
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sqldom.errors import LockError
@@ -72,6 +73,54 @@ def walk_files(top: Path, skip_ignored: bool = True,
                         stack.append(path)
                 except FileNotFoundError:
                     continue   # vanished during the scan
+
+
+def prefetch(paths: list[str]) -> Callable[[], None]:
+    """Have the kernel start reading ``paths`` into its page cache, from a forked child; returns ``stop``.
+
+    A scan reads the files it hashes one after another, so from a cold page
+    cache (after a reboot, or on a VM whose host reclaims idle cache within
+    seconds) each read waits for the disk in turn: ~60 µs a file, 0.6 s for
+    10,000. The child asks for all of them (POSIX_FADV_WILLNEED) and the disk
+    serves them together while the scan reads. A child rather than a thread: a
+    thread's three system calls a file trade the GIL with the scan, which made
+    a warm scan twice as slow. ``stop`` ends the child; it is harmless at any
+    time (the child only gives advice, and it exits on its own once done).
+    """
+    if not hasattr(os, "fork") or not hasattr(os, "posix_fadvise"):
+        return lambda: None
+    try:
+        pid = os.fork()
+    except OSError:
+        return lambda: None
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for fd in HELD_LOCKS:   # (the project lock is the parent's)
+                os.close(fd)
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+
+    def stop() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return stop
 
 
 def real_folders(root: Path, folder: Path) -> list[Path]:

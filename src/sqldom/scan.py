@@ -23,6 +23,8 @@ from sqldom.hashing import hash_bytes, hash_file
 KEEP_BYTES_LIMIT = 8 << 20
 # Bytes read by one scan kept in memory at most; beyond, they are handed to ``spill`` (stored as blobs).
 KEEP_TOTAL_LIMIT = 32 << 20
+# A scan that reads at least this many files asks ``prefetch`` to have the kernel start reading them.
+PREFETCH_MIN = 256
 
 
 class Recorded(NamedTuple):
@@ -99,7 +101,8 @@ class ScanResult:
 
 def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded],
          store_big: Callable[[str], str] | None = None,
-         spill: Callable[[dict[str, bytes]], None] | None = None) -> ScanResult:
+         spill: Callable[[dict[str, bytes]], None] | None = None,
+         prefetch: Callable[[list[str]], Callable[[], None]] | None = None) -> ScanResult:
     """Compare the files on disk (path -> (absolute path, stat if known)) with the recorded rows.
 
     ``store_big(abspath) -> hash`` streams a file too large to keep in memory
@@ -108,8 +111,11 @@ def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded
     stores what was read so far whenever more than KEEP_TOTAL_LIMIT bytes are
     held, so a cold scan of a large project does not keep every file in memory
     (``data`` then holds only the files read since the last spill).
+    ``prefetch(abspaths) -> stop`` is told which files this scan is about to
+    read when there are PREFETCH_MIN or more (``fs.prefetch``).
     """
     result = ScanResult(started_ns=time.time_ns())
+    looked: list[tuple[str, str, Stat, Recorded | None, bool]] = []   # (rel, abspath, stat, row, trusted)
     for rel, (abspath, known) in files.items():
         try:
             rel.encode("utf-8")
@@ -122,41 +128,55 @@ def scan(files: dict[str, tuple[str, Stat | None]], recorded: dict[str, Recorded
         except FileNotFoundError:
             continue   # vanished since the walk: treated as absent
         except OSError as e:
-            _unreadable(result, rel, e, recorded)
+            _unreadable(result, rel, e, recorded.get(rel))
             continue
         rec = recorded.get(rel)
-        if rec is not None and trusted(rec, st):
-            result.hashes[rel] = rec.hash
-            result.stats[rel] = st
-            continue
-        try:
-            h = _hash(rel, abspath, st, result, store_big)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            _unreadable(result, rel, e, recorded)
-            continue
-        result.hashes[rel] = h
-        result.stats[rel] = st
-        result.rehashed.append(rel)
-        if spill is not None and result.kept > KEEP_TOTAL_LIMIT:
-            spill({result.hashes[p]: d for p, d in result.data.items()})
-            result.data.clear()
-            result.kept = 0
-        if rec is None:
-            result.added.append(rel)
-        elif rec.hash != h:
-            result.changed.append(rel)
+        looked.append((rel, abspath, st, rec, rec is not None and trusted(rec, st)))
+    to_read = [a for _, a, st, _, ok in looked if not ok and st.size <= KEEP_BYTES_LIMIT]
+    stop = prefetch(to_read) if prefetch is not None and len(to_read) >= PREFETCH_MIN else None
+    try:
+        for rel, abspath, st, rec, ok in looked:
+            _take(result, rel, abspath, st, rec, ok, store_big, spill)
+    finally:
+        if stop is not None:
+            stop()
     result.deleted = sorted(set(recorded) - set(result.hashes))
     result.added.sort()
     result.changed.sort()
     return result
 
 
-def _unreadable(result: ScanResult, rel: str, e: OSError, recorded: dict[str, Recorded]) -> None:
+def _take(result: ScanResult, rel: str, abspath: str, st: Stat, rec: Recorded | None, ok: bool,
+          store_big: Callable[[str], str] | None, spill: Callable[[dict[str, bytes]], None] | None) -> None:
+    """One file of ``scan``: its recorded hash if its stat vouches for it, else its bytes' hash."""
+    if ok:
+        assert rec is not None
+        result.hashes[rel] = rec.hash
+        result.stats[rel] = st
+        return
+    try:
+        h = _hash(rel, abspath, st, result, store_big)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        _unreadable(result, rel, e, rec)
+        return
+    result.hashes[rel] = h
+    result.stats[rel] = st
+    result.rehashed.append(rel)
+    if spill is not None and result.kept > KEEP_TOTAL_LIMIT:
+        spill({result.hashes[p]: d for p, d in result.data.items()})
+        result.data.clear()
+        result.kept = 0
+    if rec is None:
+        result.added.append(rel)
+    elif rec.hash != h:
+        result.changed.append(rel)
+
+
+def _unreadable(result: ScanResult, rel: str, e: OSError, rec: Recorded | None) -> None:
     """A file that exists but cannot be read keeps its last recorded state (nothing is deleted)."""
     result.unreadable[rel] = f"cannot read: {e.strerror or e}"
-    rec = recorded.get(rel)
     if rec is not None:
         result.hashes[rel] = rec.hash
         result.stats[rel] = Stat(*rec[1:5])

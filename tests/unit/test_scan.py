@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from sqldom.fs import prefetch
 from sqldom.hashing import hash_bytes
 from sqldom.scan import (
     KEEP_BYTES_LIMIT,
+    PREFETCH_MIN,
     Recorded,
     ScanResult,
     Stat,
@@ -182,6 +185,69 @@ def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     r = scan(content_files(tmp_path / "c"), {"gone.md": Recorded("h", 1, 1, 1, 1, 10)})
     assert r.deleted == ["gone.md"] and r.added == [] and r.hashes == {}
+
+
+def _children() -> set[str]:
+    """This process's live and unreaped children (Linux)."""
+    found: set[str] = set()
+    for task in Path("/proc/self/task").iterdir():
+        found.update((task / "children").read_text().split())
+    return found
+
+
+class _Prefetches:
+    """``fs.prefetch`` as the scan calls it, remembering what it was asked and whether it was stopped."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+        self.stopped = 0
+
+    def __call__(self, paths: list[str]) -> Callable[[], None]:
+        self.asked.append(list(paths))
+        stop = prefetch(paths)
+
+        def counted() -> None:
+            stop()
+            self.stopped += 1
+        return counted
+
+
+def test_a_scan_of_many_files_prefetches_those_it_reads_and_finds_the_same(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    n = 3 * PREFETCH_MIN + 30
+    for i in range(n):
+        _write(root, f"d{i % 7}/f{i:04}.md", f"# {i}\n".encode() * (i % 5 + 1))
+    _write(root, "big.bin", b"z" * (KEEP_BYTES_LIMIT + 1))
+    settled = _settled(scan(content_files(root), {}))
+    for i in range(0, n, 3):   # a third changed: the rest are trusted, never read
+        _write(root, f"d{i % 7}/f{i:04}.md", b"changed\n")
+    old = {p: r for p, r in settled.items() if p != "big.bin"}
+    files = content_files(root)
+    plain = scan(files, old)
+    seen = _Prefetches()
+    before = _children()
+    got = scan(files, old, prefetch=seen)
+    assert (got.hashes, got.added, got.changed, got.rehashed, got.data) == (
+        plain.hashes, plain.added, plain.changed, plain.rehashed, plain.data)
+    assert list(got.hashes) == list(plain.hashes)   # (same order too)
+    read = [files[p][0] for p in plain.rehashed if p != "big.bin"]
+    assert len(read) >= PREFETCH_MIN and seen.asked == [read]   # not the trusted files, not the big one
+    assert seen.stopped == 1 and _children() == before   # the child is gone and reaped
+
+
+def test_a_scan_of_few_files_does_not_prefetch(content: Path) -> None:
+    seen = _Prefetches()
+    r = scan(content_files(content), {}, prefetch=seen)
+    assert r.added == ["a.md", "docs/b.txt", "img/c.bin"] and seen.asked == []
+
+
+def test_prefetch_takes_missing_and_unreadable_paths_and_stops_cleanly(tmp_path: Path) -> None:
+    ok = _write(tmp_path, "ok.md", b"ok\n")
+    before = _children()
+    stop = prefetch([str(tmp_path / "missing.md"), str(tmp_path), str(ok)] * 200)
+    stop()
+    stop()   # (twice is harmless)
+    assert _children() == before
 
 
 # --- trusted() -------------------------------------------------------------------------------------
