@@ -40,6 +40,20 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and sys.platform != "win32"
 
 
+# A worker's results wait in its pipe while the parent is busy elsewhere (storing a batch of
+# blobs, say); 1 MiB (Linux's default ceiling, /proc/sys/fs/pipe-max-size) holds a few hundred.
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Linux: let the pipe hold PIPE_BYTES, so a worker rarely blocks on a parent that is briefly busy."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):   # another system, or a lower limit: the default stays
+        pass
+
+
 def _die_with(parent: int) -> None:
     """Linux: the kernel kills this worker when the parent dies (a SIGKILLed build leaves no orphans)."""
     try:
@@ -128,6 +142,7 @@ class Pool:
         try:
             for k in range(self.n):
                 r, w = os.pipe()
+                _widen(w)
                 dr, dw = os.pipe() if len(phases) > 1 else (None, None)
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child
