@@ -15,7 +15,6 @@ did not finish, or when the rules changed, every step is verified.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -43,7 +42,7 @@ from sqldom.db.store import (
 )
 from sqldom.errors import UsageError
 from sqldom.events import DeletedEvent, OutputEvent, ProblemEvent, Sink, StepEvent, SummaryEvent
-from sqldom.fs import prefetch
+from sqldom.fs import Staged, prefetch
 from sqldom.hashing import ABSENT, builtin_code_hash, hash_bytes
 from sqldom.model import BUILT, FAILED, PARSE, RESTORED, WRITE, Problem, Read
 from sqldom.packing import (
@@ -412,31 +411,36 @@ class Session:
         self.store.close()
 
 
-class StagedFiles(Mapping[str, str]):
-    """Output hash -> the file a worker left for it under staged/ (named by the hash, in the worker's folder).
+class StagedFiles(Mapping[str, Staged]):
+    """Output hash -> where a worker left its bytes (``Staged``), for the placer or the mirror.
 
-    Keeps the folder, one (interned) str shared by all of a worker's files,
-    instead of a path per output: a 100,000-page build would otherwise hold
-    100,000 paths.
+    Holds one int per output and each pack's name once: a 100,000-page build
+    would otherwise hold 100,000 paths or tuples.
     """
 
     def __init__(self) -> None:
-        self.folder_of: dict[str, str] = {}
+        self.packs: list[str] = []
+        self.pack_index: dict[str, int] = {}
+        self.where: dict[str, int] = {}   # hash -> (offset << 40 | length) << 16 | pack index
 
-    def add(self, h: str, path: str) -> None:
-        folder, _, name = path.rpartition("/")
-        if name != h or not folder:
-            return   # (never, as ``_stage`` names files; the mirror would write it from the database)
-        self.folder_of[h] = sys.intern(folder)
+    def add(self, h: str, at: Staged) -> None:
+        k = self.pack_index.get(at.pack)
+        if k is None:
+            k = self.pack_index[at.pack] = len(self.packs)
+            self.packs.append(at.pack)
+        if k >= 1 << 16 or not 0 <= at.length < 1 << 40 or at.offset < 0:
+            return   # (never in practice; the mirror would write it from the database)
+        self.where[h] = (at.offset << 40 | at.length) << 16 | k
 
-    def __getitem__(self, h: str) -> str:
-        return f"{self.folder_of[h]}/{h}"
+    def __getitem__(self, h: str) -> Staged:
+        n = self.where[h]
+        return Staged(self.packs[n & 0xFFFF], n >> 56, n >> 16 & (1 << 40) - 1)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.folder_of)
+        return iter(self.where)
 
     def __len__(self) -> int:
-        return len(self.folder_of)
+        return len(self.where)
 
 
 @dataclass
@@ -477,8 +481,8 @@ class Build:
         self.staged: Path | None = None   # var/tmp/staged/: outputs the workers wrote (see staging_outputs)
         self.content_dir = str(project.content)   # (made once: a worker uses them for every document)
         self.tmp_dir = project.var / "tmp"
-        self.staged_files = StagedFiles()   # output hash -> the file a worker left in staged/
-        self.writes_stream: Iterator[tuple[str, Any, float, str | None]] | None = None
+        self.staged_files = StagedFiles()   # output hash -> where a worker left its bytes in staged/
+        self.writes_stream: Iterator[tuple[str, Any, float, Staged | None]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
 
@@ -795,12 +799,12 @@ class Build:
                 placer.join()   # (never left moving files after the build)
 
     def start_placer(self, batch: Batch) -> Placer | None:
-        """A cold build's staged outputs start moving into the empty build/ (``mirror.Placer``)."""
+        """A cold build's staged outputs start going into the empty build/ (``mirror.Placer``)."""
         if self.staged is None or not self.staged_files or not (self.hint is None or self.mirror_all):
             return None
         from sqldom.mirror import Placer
         return Placer.start(self.p.build, [(r.path, r.hash) for r in batch.build_upsert], self.staged_files,
-                            self.tmp_dir)
+                            self.staged)
 
     def finish(self, plan: Plan, batch: Batch, run_id: int, started_at: float, t0: float, recorded: bool,
                outputs_before: Mapping[str, OutputRow], deleted_outputs: list[tuple[str, str]], chain: Any,
@@ -1156,11 +1160,12 @@ class Build:
         self.parsed_ahead = run
 
     def staging_outputs(self) -> Path | None:
-        """A fresh var/tmp/staged/ where workers leave finished outputs for the mirror to move into build/.
+        """A fresh var/tmp/staged/ where workers leave finished outputs (``_stage``) for build/.
 
-        Creating files is most of the mirror's cost; done by the workers, it runs
-        in parallel and alongside the parsing. None when var/ and build/ cannot
-        exchange files by rename (other filesystems), and then nothing is staged.
+        The placer (or the mirror) then writes them into build/ from there
+        rather than from the database, through temp files in the same folder.
+        None when var/ and build/ cannot exchange files by rename (other
+        filesystems), and then nothing is staged.
         """
         import shutil
 
@@ -1184,20 +1189,23 @@ class Build:
             self.staged_files = StagedFiles()
 
     def _worker_start(self) -> None:
-        """First thing in a worker: its own database connection, and its own folder under staged/.
+        """First thing in a worker: its own database connection, and its own pack file under staged/.
 
-        One folder per worker because creating files in one folder from several
-        processes serialises them on the folder's lock (and burns CPU spinning on it).
+        A worker appends each output it writes to its pack (``_stage``) rather
+        than creating a file per output: creating files is most of the cost of
+        placing them, and the placer does it while the record runs, when a core
+        is free, instead of the workers while every core is busy.
         """
         self.store.reopen()
+        self.pack_fd: int | None = None
         if self.staged is not None:
-            mine = self.staged / str(os.getpid())
+            self.pack = os.path.join(self.staged, f"{os.getpid()}.pack")
             try:
-                mine.mkdir()
+                self.pack_fd = os.open(self.pack, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             except OSError:
                 self.staged = None   # the mirror writes this worker's outputs from the database
-            else:
-                self.staged = mine
+            self.pack_at = 0
+            self.packed: dict[str, Staged] = {}
 
     def _parse_in_worker(self, s: str) -> tuple[str, ParseRecord, float]:
         """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one.
@@ -1266,11 +1274,11 @@ class Build:
         d = self.desired[s]
         return d.kind == "document" and d.writer.kind == "writer" and d.output is not None and s not in self.failed_parses
 
-    def _write_in_worker(self, s: str) -> tuple[str, WriteRecord, float, str | None] | None:
+    def _write_in_worker(self, s: str) -> tuple[str, WriteRecord, float, Staged | None] | None:
         """Runs in a worker: the write of one document, against the facts every parse produced.
 
-        The output is also left in this worker's staging folder, whose file the
-        result names, for the mirror to move into build/.
+        The output is also appended to this worker's pack, where the result
+        says, for the placer (or the mirror) to write into build/.
         """
         if s not in self.write_todo:
             return None
@@ -1284,25 +1292,26 @@ class Build:
             staged = self._stage(res.output_hash, res.output)
         return s, pack_write(res), (time.perf_counter() - t) * 1000, staged
 
-    def _stage(self, h: str, data: bytes) -> str | None:
-        """In a worker: leave an output in its own staging folder; None if it could not (the mirror then writes it).
+    def _stage(self, h: str, data: bytes) -> Staged | None:
+        """In a worker: append an output to its pack; None if it could not (the mirror then writes it).
 
-        No temp file and rename here: the folder is this worker's alone and the
-        parent learns of the file only from the result that follows a complete
-        write, so a killed worker's partial file is never moved into build/.
+        The parent learns where the bytes are only from the result that follows
+        a complete write, so a killed worker's partial append is never read.
         """
-        assert self.staged is not None
-        path = os.path.join(self.staged, h)   # (a str: the parent keeps one per output of a big build)
+        got = self.packed.get(h)
+        if got is not None or self.pack_fd is None:
+            return got   # (an earlier output of this worker had the same bytes)
+        view = memoryview(data)
         try:
-            with open(path, "xb") as f:
-                f.write(data)
-        except FileExistsError:
-            return path   # an earlier output of this worker had the same bytes
+            while view:
+                view = view[os.write(self.pack_fd, view):]
         except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            os.close(self.pack_fd)
+            self.pack_fd = None   # (a full disk: the rest come from the database)
             return None
-        return path
+        got = self.packed[h] = Staged(self.pack, self.pack_at, len(data))
+        self.pack_at += len(data)
+        return got
 
     def written_ahead(self, s: str) -> tuple[WriteRecord, float] | None:
         """The worker's result for step ``s``, if it wrote it; results before it are kept until asked for."""

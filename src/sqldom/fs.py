@@ -11,6 +11,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from sqldom.errors import LockError
 
@@ -73,6 +74,30 @@ def walk_files(top: Path, skip_ignored: bool = True,
                         stack.append(path)
                 except FileNotFoundError:
                     continue   # vanished during the scan
+
+
+class Staged(NamedTuple):
+    """Where a build's worker left an output's bytes: ``length`` bytes at ``offset`` of its pack file."""
+
+    pack: str
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        fd = os.open(self.pack, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            parts = []
+            at, left = self.offset, self.length
+            while left:
+                part = os.pread(fd, left, at)
+                if not part:
+                    raise OSError(errno.EIO, "staged output cut short", self.pack)
+                parts.append(part)
+                at += len(part)
+                left -= len(part)
+        finally:
+            os.close(fd)
+        return b"".join(parts)
 
 
 def prefetch(paths: list[str]) -> Callable[[], None]:

@@ -22,7 +22,7 @@ from sqldom import stop
 from sqldom.db.store import OutputRow, OutputStat, Store
 from sqldom.errors import OutputClashError
 from sqldom.events import RepairedEvent, Sink
-from sqldom.fs import TMP_PREFIX, atomic_write, real_folders, remove_file, staging_folder, walk_files
+from sqldom.fs import TMP_PREFIX, Staged, atomic_write, real_folders, remove_file, staging_folder, walk_files
 from sqldom.hashing import hash_file
 from sqldom.scan import racy_margin_ns
 
@@ -122,22 +122,21 @@ def _clear_target(build_dir: Path, path: str, rows: Mapping[str, OutputRow]) -> 
 
 
 def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
-           staged: Mapping[str, str] | None = None) -> os.stat_result:
+           staged: Mapping[str, Staged] | None = None) -> os.stat_result:
     """Write one output; ``_make_room`` has just made its folders real.
 
-    ``staged``: output hash -> a finished file this build's workers left beside
-    ``staging``; it is moved into place instead of being written again from the
+    ``staged``: output hash -> where this build's workers left its bytes
+    (``engine.Build._stage``); they are read from there rather than from the
     database.
     """
     where = staged.get(row.hash) if staged is not None else None
     if where is not None:
-        target = build_dir / path
         try:
-            os.replace(where, target)
-        except FileNotFoundError:
-            pass   # not staged (or already used by an output with the same bytes)
+            data = where.read()
+        except OSError:
+            pass   # (gone: the database has them)
         else:
-            return os.stat(target, follow_symlinks=False)
+            return atomic_write(build_dir / path, data, staging, root=build_dir, parents_checked=True)
     size = row.size if row.size is not None else store.blob_size(row.hash)
     if size is not None and size <= STREAM_ABOVE:
         return atomic_write(build_dir / path, store.blob(row.hash), staging, root=build_dir, parents_checked=True)
@@ -150,29 +149,31 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
             close()
 
 
-Placed = tuple[int, int, int]   # an output's (mtime_ns, ctime_ns, inode) after ``Placer`` moved it
+Placed = tuple[int, int, int]   # an output's (mtime_ns, ctime_ns, inode) after ``Placer`` wrote it
 
 
 class Placer:
-    """Moves the outputs the workers staged into an empty build/, in a process of its own, while the record runs.
+    """Writes the outputs the workers staged into an empty build/, in a process of its own, while the record runs.
 
     A cold build's record keeps one core busy and leaves the other idle, and
-    moving ten thousand files is mostly the kernel's work: done meanwhile, it
-    takes the mirror off the build's end. Not a thread: it and the record
+    creating ten thousand files is mostly the kernel's work: done meanwhile, it
+    is off the build's critical path (the workers only append each output to
+    their pack, ``engine.Build._stage``). Not a thread: it and the record
     handed the GIL back and forth at every row and system call, and the record
     took a third longer. Not a fork either (see ``sqldom/place.py``). build/
     may hold outputs a moment before the database does: ``undo`` takes them
     back out if the record fails, and a build killed meanwhile leaves only whole
-    files, which the next build puts in line (SPEC: build/ free of partial
-    files, the next build finishes the job).
+    files (the placer finishes them: see ``sqldom/place.py``), which the next
+    build puts in line (SPEC: build/ free of partial files, the next build
+    finishes the job).
     """
 
-    def __init__(self, build_dir: Path, moves: list[tuple[str, str]], tmp: Path) -> None:
+    def __init__(self, build_dir: Path, moves: list[tuple[str, str, int, int]], tmp: Path) -> None:
         import subprocess
         import sys
         import tempfile
         self.placed: dict[str, Placed] | None = None
-        self.paths = [path for path, _ in moves]
+        self.paths = [move[0] for move in moves]
         self.given = tempfile.TemporaryFile(dir=tmp)
         self.got = tempfile.TemporaryFile(dir=tmp)
         try:
@@ -188,9 +189,9 @@ class Placer:
             raise
 
     @staticmethod
-    def start(build_dir: Path, rows: list[tuple[str, str]], staged: Mapping[str, str], tmp: Path) -> Placer | None:
+    def start(build_dir: Path, rows: list[tuple[str, str]], staged: Mapping[str, Staged], tmp: Path) -> Placer | None:
         """A placer for ``rows`` ((output path, hash)) whose bytes are staged; None unless build/ is empty."""
-        moves = [(path, staged[h]) for path, h in sorted(rows) if h in staged]
+        moves = [(path, *staged[h]) for path, h in sorted(rows) if h in staged]
         if not moves or not _empty(build_dir):
             return None
         try:
@@ -199,8 +200,8 @@ class Placer:
             return None
 
     def join(self) -> dict[str, Placed]:
-        """What was moved into build/, with its stat after the move ({} if the process failed: the mirror
-        then writes every output, replacing any file it had moved)."""
+        """What was placed in build/, with its stat ({} if the process failed: the mirror then writes
+        every output, replacing any file it had placed)."""
         if self.placed is None:
             self.process.wait()
             self.placed = {}
@@ -217,14 +218,14 @@ class Placer:
         return self.placed
 
     def undo(self, build_dir: Path) -> None:
-        """The record failed: take the moved outputs out of build/ again (it was empty)."""
+        """The record failed: take the placed outputs out of build/ again (it was empty)."""
         for path in self.join():
             with contextlib.suppress(OSError):
                 os.unlink(build_dir / path)
 
 
 def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],
-           sink: Sink, full: bool = True, staged: Mapping[str, str] | None = None,
+           sink: Sink, full: bool = True, staged: Mapping[str, Staged] | None = None,
            placed: Mapping[str, Placed] | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
@@ -335,7 +336,7 @@ def _empty(folder: Path) -> bool:
 
 
 def _write_fresh(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Path | None,
-                 staged: Mapping[str, str] | None, made: set[str]) -> os.stat_result | None:
+                 staged: Mapping[str, Staged] | None, made: set[str]) -> os.stat_result | None:
     """Write one output into a build/ that was empty when this mirror began: None if anything is in the way.
 
     This mirror made every folder in it, so there is no symlink to avoid and no
@@ -360,7 +361,7 @@ WriteResult = tuple[os.stat_result | None, int, OutputClashError | None]   # (st
 
 def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, str | None]],
                rows: Mapping[str, OutputRow], staging: Path | None, sink: Sink,
-               checked: set[Path], staged: Mapping[str, str] | None = None,
+               checked: set[Path], staged: Mapping[str, Staged] | None = None,
                made: set[str] | None = None) -> Iterator[WriteResult]:
     """Write every output of ``todo``, results in order (lazily: events stay in step with the writes).
 
@@ -373,7 +374,7 @@ def _write_all(build_dir: Path, store: Store, todo: list[tuple[str, OutputRow, s
 
 
 def _write_one(build_dir: Path, store: Store, path: str, row: OutputRow, rows: Mapping[str, OutputRow],
-               staging: Path | None, sink: Sink, checked: set[Path], staged: Mapping[str, str] | None = None,
+               staging: Path | None, sink: Sink, checked: set[Path], staged: Mapping[str, Staged] | None = None,
                made: set[str] | None = None) -> WriteResult:
     if made is not None:
         st = _write_fresh(build_dir, store, path, row, staging, staged, made)
