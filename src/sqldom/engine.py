@@ -70,6 +70,9 @@ GC_EVERY = 20   # runs between blob garbage collections (and watch batches betwe
 PARALLEL_MIN = 64   # parses to execute before forking workers pays for itself
 UNPACKED_KEPT = 512   # packed facts kept decoded (Current.unpacked)
 SPILL_TRACES = 4096   # step rows a batch holds in memory before moving them to a file (Batch.spill)
+# A build with at most this many traces to record (two per document: ~1 KiB each with their reads and
+# facts) holds them all: spilling is for memory, and replaying the spilled parts is the record's time.
+HOLD_TRACES = 32768
 
 
 @dataclass(frozen=True)
@@ -485,6 +488,7 @@ class Build:
         self.writes_stream: Iterator[tuple[str, Any, float, Staged | None]] | None = None
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
+        self.spills = True   # whether the batch moves its step rows to a file as it grows (HOLD_TRACES)
 
     # ---- plan -----------------------------------------------------------
 
@@ -711,6 +715,7 @@ class Build:
         # Parses that are due run lazily: just before their own write (so the Markdown
         # tokens are still warm), or earlier when another step's write first reads their facts.
         deps = self.store.deps_of(cand) if cand else {}
+        self.spills = 2 * len(cand) > HOLD_TRACES
         self.user_file = user_file
         self.batch = batch
         self.desired = desired
@@ -812,7 +817,7 @@ class Build:
         """After the record: garbage, events, the mirror and the report."""
         sc, desired = plan.scan, plan.desired
         # what nothing reads after the record: a row per step of a big build
-        batch.executions = []
+        batch.executions, batch.step_executions = [], []
         # Blob garbage collection costs in proportion to the database, and traces keep the last few
         # versions of every output alive anyway: collect after deletions and every GC_EVERY runs.
         if recorded and (batch.steps_delete or batch.build_delete or run_id % GC_EVERY == 0):
@@ -876,8 +881,10 @@ class Build:
         reads any more. A watch session keeps them, to update its snapshot.
         """
         desired, prev, sc, cur, outcomes = plan.desired, plan.prev, plan.scan, plan.current, self.outcomes
-        for s, o in outcomes.items():
-            batch.executions.append(Execution(run_id, s, o.status, o.detail or o.reason, round(o.ms, 3)))
+
+        def executed() -> Iterator[Execution]:
+            for s, o in outcomes.items():
+                yield Execution(run_id, s, o.status, o.detail or o.reason, round(o.ms, 3))
 
         def ran() -> Iterator[StepRow]:
             for s, o in outcomes.items():
@@ -903,9 +910,11 @@ class Build:
 
         if self.session.snapshot:
             batch.steps_upsert, batch.sources_upsert = [*ran(), *stayed], list(hashed())
+            batch.step_executions = list(executed())
         else:
             batch.steps_upsert = LazyRows(len(outcomes) + len(stayed), lambda: itertools.chain(ran(), stayed))
             batch.sources_upsert = LazyRows(len(sc.rehashed), hashed)
+            batch.step_executions = LazyRows(len(outcomes), executed)
             cur.forget_facts()
 
     @staticmethod
@@ -1107,7 +1116,7 @@ class Build:
         o.ms += ms
         self.cur.packed_facts[s] = rec.facts   # (decoded if a later step reads them)
         self.record_parse(s, rec, o)
-        if len(self.batch.traces) >= SPILL_TRACES:
+        if self.spills and len(self.batch.traces) >= SPILL_TRACES:
             self.batch.spill(self.p.var / "tmp")
 
     def record_parse(self, s: str, rec: ParseRecord, o: Outcome) -> None:
@@ -1351,7 +1360,7 @@ class Build:
         for i, s in enumerate(order):
             stop.check()
             self.sink.progress(i, len(order), "building")
-            if len(batch.traces) >= SPILL_TRACES:
+            if self.spills and len(batch.traces) >= SPILL_TRACES:
                 batch.spill(self.p.var / "tmp")
             self.ensure_parsed(s)
             d = desired[s]

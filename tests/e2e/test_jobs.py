@@ -199,6 +199,7 @@ def test_a_batch_spilled_to_a_file_records_what_one_held_in_memory(tmp_path: Pat
                 edit_batch(p, seed=seed, delete=seed == 11)
         a = build_in_process(held, jobs)
         monkeypatch.setattr(sqldom.engine, "SPILL_TRACES", 1)
+        monkeypatch.setattr(sqldom.engine, "HOLD_TRACES", 0)
         monkeypatch.setattr(sqldom.engine, "UNPACKED_KEPT", 2)
         monkeypatch.setattr(sqldom.engine.Batch, "spill", counting)
         b = build_in_process(spilled, jobs)

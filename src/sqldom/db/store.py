@@ -237,6 +237,7 @@ class Batch:
     problems: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)
     traces: list[TraceRow] = field(default_factory=list)
     executions: list[Execution] = field(default_factory=list)
+    step_executions: list[Execution] | LazyRows[Execution] = field(default_factory=list)   # one per step run
     containers_upsert: list[dict[str, Any]] = field(default_factory=list)   # CONTAINER_COLUMNS, kind container
     workshop_upsert: list[dict[str, Any]] = field(default_factory=list)
     workshop_delete: list[str] = field(default_factory=list)
@@ -249,6 +250,7 @@ class Batch:
         return not self.spilled and not any([
             self.blobs, self.sources_upsert, self.sources_delete, self.steps_upsert, self.steps_delete, self.deps,
             self.facts, self.build_upsert, self.build_delete, self.problems, self.traces, self.executions,
+            self.step_executions,
             self.containers_upsert, self.workshop_upsert, self.workshop_delete])
 
     def spill(self, folder: Path) -> None:
@@ -703,6 +705,7 @@ class Store:
             self._delete_in(c, "build", "path", b.build_delete)
             self._insert(c, "build", b.build_upsert, upsert_key="path")
             self._insert(c, "executions", b.executions)
+            self._insert(c, "executions", b.step_executions)
 
     @staticmethod
     def _bulk(c: sqlite3.Connection, b: Batch) -> bool:
