@@ -1172,9 +1172,9 @@ class Build:
         """A fresh var/tmp/staged/ where workers leave finished outputs (``_stage``) for build/.
 
         The placer (or the mirror) then writes them into build/ from there
-        rather than from the database, through temp files in the same folder.
-        None when var/ and build/ cannot exchange files by rename (other
-        filesystems), and then nothing is staged.
+        rather than from the database. None when var/ and build/ are on
+        different filesystems (the mirror's temp files could not be renamed
+        into build/), and then nothing is staged.
         """
         import shutil
 
