@@ -489,6 +489,11 @@ class Build:
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
         self.spills = True   # whether the batch moves its step rows to a file as it grows (HOLD_TRACES)
+        # a worker's pack (``_worker_start``); none in this process, which stages nothing when it
+        # does a dead worker's writes itself
+        self.pack, self.pack_at = "", 0
+        self.pack_fd: int | None = None
+        self.packed: dict[str, Staged] = {}
 
     # ---- plan -----------------------------------------------------------
 
@@ -1206,15 +1211,12 @@ class Build:
         is free, instead of the workers while every core is busy.
         """
         self.store.reopen()
-        self.pack_fd: int | None = None
         if self.staged is not None:
             self.pack = os.path.join(self.staged, f"{os.getpid()}.pack")
             try:
                 self.pack_fd = os.open(self.pack, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             except OSError:
                 self.staged = None   # the mirror writes this worker's outputs from the database
-            self.pack_at = 0
-            self.packed: dict[str, Staged] = {}
 
     def _parse_in_worker(self, s: str) -> tuple[str, ParseRecord, float]:
         """Runs in a worker: one parse, and the Markdown template of the document when its writer is the built-in one.

@@ -247,6 +247,58 @@ def test_a_parallel_build_moves_the_outputs_its_workers_wrote_into_build_without
     assert not (p.root / "var" / "tmp" / "staged").exists()
 
 
+def test_a_worker_that_cannot_append_to_its_pack_leaves_its_outputs_to_the_mirror(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while a worker stages (its pack): the build still ends whole, the mirror writes the
+    pages from the database, and staged/ is gone."""
+    import errno
+    import os
+
+    from tests.support.project import hash_bytes
+
+    p = make(tmp_path / "p", raising=False)
+    write = os.write
+
+    def full_for_packs(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".pack"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_for_packs)   # (the workers inherit it when they fork)
+    first = build_in_process(p, 2)
+    monkeypatch.undo()
+    assert first.summary["built"] >= DOCS
+    rows = dict(p.query("select path, hash from build"))
+    assert {path: hash_bytes(data) for path, data in p.outputs().items()} == rows
+    assert len(rows) >= DOCS + 20
+    assert not (p.root / "var" / "tmp" / "staged").exists()
+    assert build_in_process(p, 2).summary["built"] == 0
+
+
+@pytest.mark.parametrize("phase", ["_parse_in_worker", "_write_in_worker"])
+def test_a_worker_that_dies_costs_only_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str) -> None:
+    """A worker killed mid-build: this process does the rest of its documents (staging nothing for
+    them), and the database, build/ and the events are those of a -j 1 build."""
+    import os
+
+    from sqldom.engine import Build
+
+    dying_build, serial = make(tmp_path / "a", raising=False), make(tmp_path / "b", raising=False)
+    parent = os.getpid()
+    real = getattr(Build, phase)
+
+    def dying(self: Any, s: str) -> Any:
+        if os.getpid() != parent and s == "s1/page-009.md":
+            os._exit(9)   # (a crash, the OOM killer)
+        return real(self, s)
+
+    monkeypatch.setattr(Build, phase, dying)
+    got = build_in_process(dying_build, 2)
+    monkeypatch.undo()
+    assert state(dying_build, got) == state(serial, build_in_process(serial, 1))
+    assert build_in_process(dying_build, 2).summary["built"] == 0
+
+
 def test_staged_outputs_are_found_by_hash_in_their_workers_pack() -> None:
     from sqldom.engine import StagedFiles
     from sqldom.fs import Staged
