@@ -126,7 +126,7 @@ def prefetch(paths: list[str]) -> Callable[[], None]:
                 os.close(fd)
             for path in paths:
                 try:
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)   # (a FIFO put there meanwhile: no wait)
                 except OSError:
                     continue
                 try:
