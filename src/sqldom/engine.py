@@ -784,6 +784,8 @@ class Build:
         # the workshop's chain of images, after the documents so that each step's doc title is current
         chain = self.run_workshop(plan, batch, outputs_before) if self.has_workshop(plan) else None
 
+        if not self.session.snapshot:
+            cur.forget_facts()   # (nothing reads them any more; at 100,000 documents, tens of MiB)
         placer = self.start_placer(batch)
         try:
             self.add_step_rows(plan, batch, run_id)
@@ -813,8 +815,7 @@ class Build:
         if self.staged is None or not self.staged_files or not (self.hint is None or self.mirror_all):
             return None
         from sqldom.mirror import Placer
-        return Placer.start(self.p.build, [(r.path, r.hash) for r in batch.build_upsert], self.staged_files,
-                            self.staged)
+        return Placer.start(self.p.build, batch.build_upsert, self.staged_files, self.staged)
 
     def finish(self, plan: Plan, batch: Batch, run_id: int, started_at: float, t0: float, recorded: bool,
                outputs_before: Mapping[str, OutputRow], deleted_outputs: list[tuple[str, str]], chain: Any,
@@ -858,6 +859,8 @@ class Build:
         after: Mapping[str, OutputRow]
         if plan.narrow:
             after = Overlay(outputs_before, put, set(batch.build_delete))
+        elif not outputs_before:
+            after = put   # (a first build: no copy of 100,000s of rows)
         else:
             after = dict(outputs_before)
             for path in batch.build_delete:
@@ -881,11 +884,11 @@ class Build:
     def add_step_rows(self, plan: Plan, batch: Batch, run_id: int) -> None:
         """The record's rows of steps (and their executions) and of the sources hashed this scan.
 
-        A one-shot build makes them while the record writes them, and drops the
-        facts it held: at 100,000 documents both are tens of MiB that nothing
-        reads any more. A watch session keeps them, to update its snapshot.
+        A one-shot build makes them while the record writes them (at 100,000
+        documents, tens of MiB it need not hold). A watch session keeps them, to
+        update its snapshot.
         """
-        desired, prev, sc, cur, outcomes = plan.desired, plan.prev, plan.scan, plan.current, self.outcomes
+        desired, prev, sc, outcomes = plan.desired, plan.prev, plan.scan, self.outcomes
 
         def executed() -> Iterator[Execution]:
             for s, o in outcomes.items():
@@ -920,7 +923,6 @@ class Build:
             batch.steps_upsert = LazyRows(len(outcomes) + len(stayed), lambda: itertools.chain(ran(), stayed))
             batch.sources_upsert = LazyRows(len(sc.rehashed), hashed)
             batch.step_executions = LazyRows(len(outcomes), executed)
-            cur.forget_facts()
 
     @staticmethod
     def probe_row(plan: Plan) -> ProbeRow | None:

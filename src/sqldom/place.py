@@ -5,9 +5,9 @@ not a fork: a forked child shares the build's pages until either side writes
 one, and the record writes most of them, so at 100,000 documents the child came
 to hold a copy of the main process (350 MiB). This file imports nothing of
 sqldom (``-I`` keeps its folder off ``sys.path``, so no module here can shadow
-the standard library's): it reads ``(build_dir, [(path, pack, offset, length),
-...])`` pickled from FD_IN and writes the stat of each output after it is in
-place (``place``) pickled to FD_OUT.
+the standard library's): it reads ``build_dir``, then lists of ``(path, pack, offset,
+length)`` until None, pickled one after another from FD_IN, and writes the stat
+of each output after it is in place (``place``) pickled to FD_OUT.
 """
 
 from __future__ import annotations
@@ -101,9 +101,12 @@ def _copy(src: int, dst: int, offset: int, length: int) -> None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build decides what Ctrl-C means (and waits for us)
     fd_in, fd_out = int(argv[1]), int(argv[2])
+    moves: list[tuple[str, str, int, int]] = []
     with open(fd_in, "rb") as f:
         f.seek(0)
-        build_dir, moves = pickle.load(f)
+        build_dir = pickle.load(f)
+        while (part := pickle.load(f)) is not None:
+            moves.extend(part)
     placed = place(build_dir, moves)
     with open(fd_out, "wb") as out:
         pickle.dump(placed, out, protocol=pickle.HIGHEST_PROTOCOL)
