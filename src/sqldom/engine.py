@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -73,6 +73,8 @@ SPILL_TRACES = 4096   # step rows a batch holds in memory before moving them to 
 # A build with at most this many traces to record (two per document: ~1 KiB each with their reads and
 # facts) holds them all: spilling is for memory, and replaying the spilled parts is the record's time.
 HOLD_TRACES = 32768
+# A build with this many candidates gives freed memory back to the system as it goes (``memory.release``).
+RELEASE_MIN = 2048
 
 
 @dataclass(frozen=True)
@@ -161,22 +163,22 @@ def assigned(path: str, rules: RuleSet) -> Desired:
     return Desired(path, kind, a.parser, a.writer, a.output, a.output_error)
 
 
+_RANK = {RESTORED: 0, BUILT: 1, FAILED: 2}
+
+
 @dataclass(slots=True)
 class Outcome:
-    """What happened to one step in this build."""
+    """What happened to one step in this build (one per executed step: kept small)."""
 
-    statuses: list[str] = field(default_factory=list)
+    status: str = RESTORED   # the gravest of its phases: failed over built over restored
     reason: str = ""
     detail: str = ""
     ms: float = 0.0
 
-    @property
-    def status(self) -> str:
-        if FAILED in self.statuses:
-            return FAILED
-        if BUILT in self.statuses:
-            return BUILT
-        return RESTORED
+    def mark(self, status: str) -> None:
+        """One phase's result (a step's parse and its write each mark it)."""
+        if _RANK[status] > _RANK[self.status]:
+            self.status = status
 
 
 class Current:
@@ -489,6 +491,7 @@ class Build:
         self.writes_left: set[str] = set()
         self.writes_got: dict[str, tuple[WriteRecord, float]] = {}
         self.spills = True   # whether the batch moves its step rows to a file as it grows (HOLD_TRACES)
+        self.releases = False   # whether it hands freed memory back at phase ends (RELEASE_MIN)
         # a worker's pack (``_worker_start``); none in this process, which stages nothing when it
         # does a dead worker's writes itself
         self.pack, self.pack_at = "", 0
@@ -700,13 +703,53 @@ class Build:
         plan = self.plan()
         if plan.quiet:
             return self.quiet_run(plan, t0)
-        sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
-                                                            plan.current, plan.removed, plan.candidates)
-
         # the run's row is written with its results (one transaction), or alone at the end of a no-op
         run_id = self.store.next_run_id()
         started_at = time.time()
         batch = Batch(run=run_id)
+        outputs_before, deleted_outputs, chain = self.execute(plan, batch, run_id)
+
+        cur = plan.current
+        if not self.session.snapshot:
+            cur.forget_facts()   # (nothing reads them any more; at 100,000 documents, tens of MiB)
+        self.release()
+        placer = self.start_placer(batch)
+        try:
+            self.add_step_rows(plan, batch, run_id)
+
+            # record
+            stop.check()
+            self.flush_blobs()
+            recorded = not batch.empty()
+            if recorded:
+                try:
+                    self.store.record(batch, command=self.opts.command, started_at=started_at)
+                finally:
+                    batch.close()
+                    self.release()
+        except BaseException:
+            if placer is not None:
+                placer.undo(self.p.build)   # (nothing recorded: build/ goes back to empty)
+            raise
+        try:
+            return self.finish(plan, batch, run_id, started_at, t0, recorded, outputs_before, deleted_outputs,
+                               chain, placer)
+        finally:
+            if placer is not None:
+                placer.join()   # (never left moving files after the build)
+
+    def execute(self, plan: Plan, batch: Batch, run_id: int
+                ) -> tuple[Mapping[str, OutputRow], list[tuple[str, str]], Any]:
+        """Execute what is due into ``batch``: returns the outputs as recorded before, the outputs
+        this build deletes (with their step) and the workshop's chain result.
+
+        A method of its own so that what only execution needs (the candidates, the
+        recorded reads, sets of steps: at 100,000 documents, 4 MiB each) is gone
+        before the record and the mirror, where a cold build peaks.
+        """
+        sc, user_file, prev, desired, cur, removed, cand = (plan.scan, plan.user_file, plan.prev, plan.desired,
+                                                            plan.current, plan.removed, plan.candidates)
+        plan.candidates = set()   # (consumed here)
         self.pending_blobs: dict[str, bytes] = {}
         self.pending_bytes = 0
 
@@ -721,6 +764,7 @@ class Build:
         # tokens are still warm), or earlier when another step's write first reads their facts.
         deps = self.store.deps_of(cand) if cand else {}
         self.spills = 2 * len(cand) > HOLD_TRACES
+        self.releases = len(cand) >= RELEASE_MIN
         self.user_file = user_file
         self.batch = batch
         self.desired = desired
@@ -784,31 +828,10 @@ class Build:
         # the workshop's chain of images, after the documents so that each step's doc title is current
         chain = self.run_workshop(plan, batch, outputs_before) if self.has_workshop(plan) else None
 
-        if not self.session.snapshot:
-            cur.forget_facts()   # (nothing reads them any more; at 100,000 documents, tens of MiB)
-        placer = self.start_placer(batch)
-        try:
-            self.add_step_rows(plan, batch, run_id)
-
-            # record
-            stop.check()
-            self.flush_blobs()
-            recorded = not batch.empty()
-            if recorded:
-                try:
-                    self.store.record(batch, command=self.opts.command, started_at=started_at)
-                finally:
-                    batch.close()
-        except BaseException:
-            if placer is not None:
-                placer.undo(self.p.build)   # (nothing recorded: build/ goes back to empty)
-            raise
-        try:
-            return self.finish(plan, batch, run_id, started_at, t0, recorded, outputs_before, deleted_outputs,
-                               chain, placer)
-        finally:
-            if placer is not None:
-                placer.join()   # (never left moving files after the build)
+        # the workers have done their part; what they and this process kept for them goes
+        self.close_workers()
+        self.through_write, self.parse_due = set(), {}
+        return outputs_before, deleted_outputs, chain
 
     def start_placer(self, batch: Batch) -> Placer | None:
         """A cold build's staged outputs start going into the empty build/ (``mirror.Placer``)."""
@@ -833,14 +856,18 @@ class Build:
                 self.session.garbage_due = 0
 
         # events for steps, in id order
-        outs_by_step: dict[str, list[str]] = {}
+        out_of: dict[str, str] = {}   # (a step's output; a list only for the rare step with several)
+        more: dict[str, list[str]] = {}
         for r in batch.build_upsert:
-            outs_by_step.setdefault(r.step, []).append(r.path)
+            if r.step in out_of:
+                more.setdefault(r.step, [out_of[r.step]]).append(r.path)
+            else:
+                out_of[r.step] = r.path
         build_delete = set(batch.build_delete)
         for s in sorted(self.outcomes):
             o = self.outcomes[s]
             d = desired[s]
-            outs = outs_by_step.get(s, [])
+            outs = more.get(s) or ([out_of[s]] if s in out_of else [])
             self.sink.emit(StepEvent(id=s, kind=d.kind, status=o.status, reason=o.reason, outputs=outs))
         if chain is not None:
             for event in chain.events:
@@ -849,13 +876,12 @@ class Build:
         for path, step in sorted(set(deleted_outputs)):
             if path in build_delete:
                 self.sink.emit(DeletedEvent(path=path, step=step))
-        del outs_by_step
+        del out_of, more
 
         # mirror
         stop.check()
         from sqldom.mirror import mirror
-        put = {r.path: OutputRow(r.path, r.hash, r.step, r.size, None, None, None, None)
-               for r in batch.build_upsert}
+        put = {r.path: r for r in batch.build_upsert}   # (the rows just recorded: stat not known yet)
         after: Mapping[str, OutputRow]
         if plan.narrow:
             after = Overlay(outputs_before, put, set(batch.build_delete))
@@ -867,7 +893,7 @@ class Build:
                 after.pop(path, None)
             after.update(put)
         self.close_workers()
-        repaired = mirror(self.p.build, self.store, after, {r.path for r in batch.build_upsert},
+        repaired = mirror(self.p.build, self.store, after, put.keys(),
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
                           staged=self.staged_files if self.staged is not None else None,
                           placed=placer.join() if placer is not None else None)
@@ -1061,6 +1087,13 @@ class Build:
             self.store.insert_blobs(self.pending_blobs)
             self.pending_blobs = {}
             self.pending_bytes = 0
+            self.release()   # (16 MiB of outputs just freed)
+
+    def release(self) -> None:
+        """A big build gives what it just freed back to the system (``memory.release``)."""
+        if self.releases:
+            from sqldom.memory import release
+            release()
 
     def outcome(self, step: str) -> Outcome:
         return self.outcomes.setdefault(step, Outcome())
@@ -1102,7 +1135,7 @@ class Build:
             batch.deps[(s, PARSE)] = trace.reads_json
             batch.facts[s] = fact_rows(facts)
             batch.problems[(s, PARSE)] = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
-            o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+            o.mark(FAILED if trace.results.get("failed") else RESTORED)
             if trace.results.get("failed"):
                 self.failed_parses[s] = trace.reads_json
         else:
@@ -1125,13 +1158,14 @@ class Build:
         self.record_parse(s, rec, o)
         if self.spills and len(self.batch.traces) >= SPILL_TRACES:
             self.batch.spill(self.p.var / "tmp")
+            self.release()
 
     def record_parse(self, s: str, rec: ParseRecord, o: Outcome) -> None:
         batch = self.batch
         batch.deps[(s, PARSE)] = rec.reads
         batch.facts[s] = rec.fact_rows
         batch.problems[(s, PARSE)] = rec.problems
-        o.statuses.append(FAILED if rec.failed else BUILT)
+        o.mark(FAILED if rec.failed else BUILT)
         batch.traces.append((s, PARSE, rec.reads, rec.results, "[]", batch.run))
         if rec.failed:
             self.failed_parses[s] = rec.reads
@@ -1162,6 +1196,7 @@ class Build:
         # its own documents, and neither it nor this process holds them all through the build.
         self.flush_blobs()
         self.cur.scan.data.clear()
+        self.release()   # (the scan's leftovers: the workers would inherit them)
         try:
             self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
                                      install=self._install, before=self._worker_start)
@@ -1268,6 +1303,7 @@ class Build:
         if not todo:
             return
         self.pool.send(({s: self.cur.packed_facts[s] for s in self.parsed_ahead}, todo))
+        self.release()   # (the payload, pickled: tens of MiB at 100,000 documents)
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
@@ -1342,6 +1378,7 @@ class Build:
 
     def close_workers(self) -> None:
         self.writes_stream = None
+        self.write_todo, self.writes_left, self.writes_got, self.write_traces = frozenset(), set(), {}, None
         if self.pool is not None:
             self.pool.close()   # kills and reaps the workers
             self.pool = None
@@ -1366,6 +1403,7 @@ class Build:
             self.sink.progress(i, len(order), "building")
             if self.spills and len(batch.traces) >= SPILL_TRACES:
                 batch.spill(self.p.var / "tmp")
+                self.release()
             self.ensure_parsed(s)
             d = desired[s]
             o = self.outcomes.get(s)
@@ -1375,12 +1413,12 @@ class Build:
                 o = self.outcome(s)
                 if not o.reason:
                     o.reason = "output conflict" if s in losers else "invalid output"
-                o.statuses.append(FAILED)
+                o.mark(FAILED)
                 self.through_write.add(s)
                 batch.deps[(s, WRITE)] = "[]"
                 batch.problems[(s, WRITE)] = [prob]
                 continue
-            if o is not None and FAILED in o.statuses and s in self.failed_parses:
+            if o is not None and o.status == FAILED and s in self.failed_parses:
                 # the parser failed: no output, and nothing to write until the parse inputs change
                 # (the write's reads: what the parse read, under the writer's own code and rule)
                 self.through_write.add(s)
@@ -1435,7 +1473,7 @@ class Build:
             trace = None if self.opts.full else self.matching_trace(self.store.traces_of([s], WRITE).get(s, []),
                                                                     cur.reader(s, WRITE))
             if trace is not None and trace.results.get("output") in self.restorable(trace.results["output"]):
-                o.statuses.append(RESTORED)
+                o.mark(RESTORED)
                 self.record_write(s, d, batch, trace.reads_json, trace.results["output"], trace.results.get("size", 0),
                                   [Problem.from_dict(p) for p in trace.results.get("problems", [])])
                 continue
@@ -1457,7 +1495,7 @@ class Build:
             job, result = results[s]
             if isinstance(result, ExecutorError):
                 # sqldom could not run it (no executor here): nothing recorded, so the next build retries
-                o.statuses.append(FAILED)
+                o.mark(FAILED)
                 self.record_write(s, d, batch, "[]", None, 0, [Problem(step=s, phase=WRITE, path=s, message=(
                     f"cannot run command step: {describe_error(result)}"))])
                 continue
@@ -1470,10 +1508,10 @@ class Build:
                 self.add_blob(made, data)
                 h: str | None = made
                 size = len(data)
-                o.statuses.append(BUILT)
+                o.mark(BUILT)
                 problems: list[Problem] = []
             else:
-                o.statuses.append(FAILED)
+                o.mark(FAILED)
                 h, size = None, 0
                 problems = [Problem(step=s, phase=WRITE, path=s, message=describe_failure(result))]
             self.record_write(s, d, batch, rj, h, size, problems)
@@ -1516,7 +1554,7 @@ class Build:
             problems = [Problem.from_dict(p) for p in trace.results.get("problems", [])]
             reads = trace.reads_json
             size = trace.results.get("size", 0)
-            o.statuses.append(FAILED if trace.results.get("failed") else RESTORED)
+            o.mark(FAILED if trace.results.get("failed") else RESTORED)
         else:
             ahead = self.written_ahead(s)
             if ahead is not None:
@@ -1527,7 +1565,7 @@ class Build:
             out_hash, problems, reads, size = rec.output_hash, rec.problems, rec.reads, rec.size
             if rec.output is not None and out_hash is not None:
                 self.add_blob(out_hash, rec.output)
-            o.statuses.append(FAILED if rec.failed else BUILT)
+            o.mark(FAILED if rec.failed else BUILT)
             batch.traces.append((s, WRITE, reads, rec.results, rec.outputs, batch.run))
         o.ms += (time.perf_counter() - t) * 1000
         self.record_write(s, d, batch, reads, out_hash, size, problems)

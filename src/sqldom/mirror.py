@@ -17,7 +17,7 @@ import pickle
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqldom.errors import OutputClashError
 from sqldom.events import RepairedEvent, Sink
 from sqldom.fs import TMP_PREFIX, Staged, atomic_write, real_folders, remove_file, staging_folder, walk_files
 from sqldom.hashing import hash_file
+from sqldom.place import STAT
 from sqldom.scan import racy_margin_ns
 
 
@@ -152,8 +153,50 @@ def _write(build_dir: Path, store: Store, path: str, row: OutputRow, staging: Pa
             close()
 
 
-Placed = tuple[int, int, int]   # an output's (mtime_ns, ctime_ns, inode) after ``Placer`` wrote it
 PLACE_PART = 4096   # moves pickled together for the placer
+
+
+class PlacedFiles:
+    """The outputs a ``Placer`` wrote, and each one's stat as ``place.py`` reported it (packed).
+
+    ``paths`` are in ascending order (``Placer.start`` sorts them), as the
+    mirror visits its rows: ``in_order`` looks them up by merging, with no
+    index. At 100,000 outputs a dict of stat tuples was 21 MiB of the build's peak.
+    """
+
+    def __init__(self, paths: list[str], stats: bytes) -> None:
+        self.paths = paths
+        self.stats = stats
+
+    def _stat(self, i: int) -> tuple[int, int, int] | None:
+        st: tuple[int, int, int] = STAT.unpack_from(self.stats, i * STAT.size)
+        return st if st[2] else None   # (no file has inode 0: place.py's mark of one it did not place)
+
+    def __iter__(self) -> Iterator[str]:
+        """The paths it placed."""
+        return (path for i, path in enumerate(self.paths) if self._stat(i) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def rows(self, now: int, keep: Container[str]) -> Iterator[OutputStat]:
+        """The ``build`` rows' stat update for each placed output in ``keep``, mirrored at ``now``."""
+        for i, path in enumerate(self.paths):
+            st = self._stat(i)
+            if st is not None and path in keep:
+                yield OutputStat(*st, now, path)
+
+    def in_order(self) -> Callable[[str], tuple[int, int, int] | None]:
+        """``lookup(path) -> stat or None``, for paths asked in ascending order."""
+        at = 0
+
+        def lookup(path: str) -> tuple[int, int, int] | None:
+            nonlocal at
+            while at < len(self.paths) and self.paths[at] < path:
+                at += 1
+            return self._stat(at) if at < len(self.paths) and self.paths[at] == path else None
+
+        return lookup
 
 
 class Placer:
@@ -176,7 +219,7 @@ class Placer:
         import subprocess
         import sys
         import tempfile
-        self.placed: dict[str, Placed] | None = None
+        self.placed: PlacedFiles | None = None
         self.paths: list[str] = []
         self.given = tempfile.TemporaryFile(dir=tmp)
         self.got = tempfile.TemporaryFile(dir=tmp)
@@ -217,18 +260,18 @@ class Placer:
         except OSError:   # (no process now: the mirror writes them)
             return None
 
-    def join(self) -> dict[str, Placed]:
-        """What was placed in build/, with its stat ({} if the process failed: the mirror then writes
-        every output, replacing any file it had placed)."""
+    def join(self) -> PlacedFiles:
+        """What was placed in build/, with its stat (nothing if the process failed: the mirror then
+        writes every output, replacing any file it had placed)."""
         if self.placed is None:
             self.process.wait()
-            self.placed = {}
+            self.placed = PlacedFiles([], b"")
             try:
                 self.got.seek(0)
-                got = pickle.load(self.got)
-                if self.process.returncode == 0 and isinstance(got, list) and len(got) == len(self.paths):
-                    self.placed = {path: st for path, st in zip(self.paths, got, strict=True) if st is not None}
-            except (OSError, EOFError, pickle.UnpicklingError):
+                got = self.got.read()
+                if self.process.returncode == 0 and len(got) == STAT.size * len(self.paths):
+                    self.placed = PlacedFiles(self.paths, got)
+            except OSError:
                 pass
             finally:
                 self.given.close()
@@ -242,9 +285,9 @@ class Placer:
                 os.unlink(build_dir / path)
 
 
-def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: set[str], deleted: set[str],
+def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written: Set[str], deleted: set[str],
            sink: Sink, full: bool = True, staged: Mapping[str, Staged] | None = None,
-           placed: Mapping[str, Placed] | None = None) -> int:
+           placed: PlacedFiles | None = None) -> int:
     """Sync build/ with ``rows`` (the ``build`` table as just recorded).
 
     ``full=False`` (a watch batch) touches only this build's writes and deletions
@@ -292,14 +335,15 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
 
     total = len(rows)
     todo: list[tuple[str, OutputRow, str | None]] = []
-    for i, (path, row) in enumerate(sorted(rows.items())):
+    placed_stat = placed.in_order() if placed is not None else None
+    for i, path in enumerate(sorted(rows)):
         if i % 256 == 0:
             sink.progress(i, total, "checking")
             stop.check()
+        row = rows[path]
         st = on_disk.get(path)
         what = None
-        if placed is not None and path in placed:
-            stats.append(OutputStat(*placed[path], now, path))   # (a file this build's worker wrote)
+        if placed_stat is not None and placed_stat(path) is not None:
             continue
         if path in written:
             pass
@@ -335,7 +379,8 @@ def mirror(build_dir: Path, store: Store, rows: Mapping[str, OutputRow], written
         if what is not None:
             sink.emit(RepairedEvent(path=path, what=what))
             repaired += 1
-    store.update_output_stats(stats)
+    # (the files this build's workers wrote: their rows are made as they are stored)
+    store.update_output_stats(itertools.chain(placed.rows(now, rows) if placed is not None else (), stats))
     if clashes:
         first = clashes[0]
         more = len(clashes) - 1

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
+from sqldom.memory import release
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -52,6 +54,11 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except (ImportError, AttributeError, OSError):   # another system, or a lower limit: the default stays
         pass
+
+
+# Items between two ``memory.release`` calls in a worker: rendering thousands of pages leaves
+# the heap holding freed pages that would otherwise stay resident until the worker ends.
+RELEASE_EVERY = 1024
 
 
 def _die_with(parent: int) -> None:
@@ -92,7 +99,8 @@ def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: 
                 if i > 0:
                     assert inbox is not None and install is not None
                     install(pickle.load(inbox))   # what the parent learnt from every worker's previous phase
-                for item in items:
+                    release()   # (the payload, once installed)
+                for n, item in enumerate(items, 1):
                     try:
                         result = fn(item)
                     except BaseException:
@@ -100,6 +108,8 @@ def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: 
                         out.flush()
                         return
                     pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    if n % RELEASE_EVERY == 0:
+                        release()
                 out.flush()
     except BaseException:
         code = 1

@@ -80,15 +80,40 @@ def test_without_copy_file_range_the_bytes_go_through_memory(tmp_path: Path, mon
 
 
 def test_the_script_runs_in_a_fresh_isolated_interpreter(tmp_path: Path) -> None:
-    """As ``mirror.Placer`` starts it: ``python -I place.py FD_IN FD_OUT``, pickles both ways (the moves in parts)."""
+    """As ``mirror.Placer`` starts it: ``python -I place.py FD_IN FD_OUT``, the moves pickled in parts,
+    each output's stat packed back in order (zeros for one it did not place)."""
     _, moves = _pack(tmp_path, OUTPUTS)
     build = tmp_path / "build"
+    (build / "a").mkdir(parents=True)
+    (build / "a" / "c.html").write_bytes(b"there first")
     given, got = tmp_path / "given", tmp_path / "got"
     given.write_bytes(pickle.dumps(str(build)) + pickle.dumps(moves[:2]) + pickle.dumps(moves[2:]) + pickle.dumps(None))
     with open(given, "rb") as fin, open(got, "wb") as fout:
         fds = (fin.fileno(), fout.fileno())
         subprocess.run([sys.executable, "-I", place.__file__, *map(str, fds)], pass_fds=fds, check=True,
                        stdin=subprocess.DEVNULL)
-    placed = pickle.loads(got.read_bytes())
-    assert len(placed) == len(OUTPUTS) and None not in placed
-    assert {p: (build / p).read_bytes() for p in OUTPUTS} == OUTPUTS
+    data = got.read_bytes()
+    assert len(data) == place.STAT.size * len(moves)
+    for i, (path, *_) in enumerate(moves):
+        got_stat = place.STAT.unpack_from(data, i * place.STAT.size)
+        if path == "a/c.html":
+            assert got_stat == (0, 0, 0) and (build / path).read_bytes() == b"there first"
+            continue
+        st = os.stat(build / path)
+        assert got_stat == (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        assert (build / path).read_bytes() == OUTPUTS[path]
+
+
+def test_placed_files_are_looked_up_in_the_mirrors_order_without_an_index() -> None:
+    from sqldom.mirror import PlacedFiles
+
+    paths = ["a.html", "b/c.html", "b/d.html", "e.html"]
+    stats = [(1, 2, 3), None, (7, 8, 9), (10, 11, 12)]
+    placed = PlacedFiles(paths, b"".join(place.NOT_PLACED if st is None else place.STAT.pack(*st) for st in stats))
+    assert list(placed) == ["a.html", "b/d.html", "e.html"] and len(placed) == 3
+    lookup = placed.in_order()
+    # the mirror asks for every row, placed or not, in ascending order
+    asked = ["0.html", "a.html", "b/c.html", "b/d.html", "b/z.html", "e.html", "f.html"]
+    assert [lookup(p) for p in asked] == [None, (1, 2, 3), None, (7, 8, 9), None, (10, 11, 12), None]
+    assert [tuple(r) for r in placed.rows(99, {"a.html", "e.html", "b/c.html"})] == [
+        (1, 2, 3, 99, "a.html"), (10, 11, 12, 99, "e.html")]

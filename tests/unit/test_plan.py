@@ -104,3 +104,16 @@ def test_path_clashes_name_a_file_that_another_output_needs_as_a_folder() -> Non
     winner, message = found["b.md"]
     assert winner == "a" and "docs/b.html" in message and "build/docs" in message
     assert path_clashes({"x.md": "x.html", "y/z.md": "y/z.html"}) == {}
+
+
+@pytest.mark.parametrize(("marks", "status"), [
+    ([], "restored"), (["restored"], "restored"), (["built"], "built"), (["restored", "built"], "built"),
+    (["built", "restored"], "built"), (["failed", "built"], "failed"), (["built", "failed"], "failed"),
+    (["restored", "failed", "restored"], "failed")])
+def test_a_steps_status_is_the_gravest_of_its_phases(marks: list[str], status: str) -> None:
+    """A step whose parse was restored and whose write was built was built; any failed phase fails it."""
+    from sqldom.engine import Outcome
+    o = Outcome()
+    for m in marks:
+        o.mark(m)
+    assert o.status == status

@@ -289,3 +289,21 @@ def test_whole_second_timestamps_get_a_two_second_margin() -> None:
     assert not trusted(_rec(mtime=whole, ctime=whole, scanned=whole + 1_500_000_000), _st(mtime=whole, ctime=whole))
     assert trusted(_rec(mtime=whole, ctime=whole, scanned=whole + 3 * SECOND), _st(mtime=whole, ctime=whole))
     assert trusted(_rec(scanned=T + 100_000_000), _st())
+
+
+def test_stats_are_held_packed_and_read_back_whole() -> None:
+    """``ScanResult.stats`` keeps 32 bytes per file; what comes back is the Stat that went in,
+    at the edges of each field too (inodes use all 64 bits on some filesystems, mtimes can precede 1970)."""
+    from sqldom.scan import Stats
+
+    stats = Stats()
+    edge = Stat(2**64 - 1, -(2**63), 2**63 - 1, 2**64 - 1)
+    stats["a.md"] = Stat(10, 1_700_000_000_123_456_789, 1_700_000_000_123_456_790, 42)
+    stats["b/c.md"] = edge
+    assert stats["b/c.md"] == edge and isinstance(stats["b/c.md"], Stat)
+    assert stats["a.md"].mtime_ns == 1_700_000_000_123_456_789 and stats["a.md"].inode == 42
+    assert list(stats) == ["a.md", "b/c.md"] and len(stats) == 2 and "a.md" in stats and "x.md" not in stats
+    del stats["a.md"]
+    assert dict(stats) == {"b/c.md": edge}
+    with pytest.raises(KeyError):
+        stats["a.md"]

@@ -74,10 +74,10 @@ class OutputRow(NamedTuple):
     hash: str
     step: str
     size: int
-    mtime_ns: int | None
-    ctime_ns: int | None
-    inode: int | None
-    mirrored_ns: int | None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+    mirrored_ns: int | None = None
 
 
 V = TypeVar("V")
@@ -170,15 +170,9 @@ class SourceUpsert(NamedTuple):
     scanned_ns: int
 
 
-class BuildUpsert(NamedTuple):
-    path: str
-    hash: str
-    step: str
-    size: int
-    mtime_ns: int | None = None
-    ctime_ns: int | None = None
-    inode: int | None = None
-    mirrored_ns: int | None = None
+# A ``build`` row as this build writes it (stat unknown until mirrored): an ``OutputRow`` itself, so
+# that the rows just recorded serve as the mirror's rows without a copy (100,000s in a cold build).
+BuildUpsert = OutputRow
 
 
 class OutputStat(NamedTuple):
@@ -771,10 +765,13 @@ class Store:
                 "(partition by step, phase order by id desc) as n from traces where step in "
                 f"({','.join('?' * len(part))})) where n > {TRACES_KEPT})", tuple(part))
 
-    def update_output_stats(self, rows: list[OutputStat]) -> None:
+    def update_output_stats(self, rows: Iterable[OutputStat]) -> None:
         """After mirroring: remember each output file's stat so the next check needs no read."""
-        if not rows:
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is None:
             return
+        rows = itertools.chain((first,), rows)
         with self.transaction() as c:
             c.executemany("update build set mtime_ns = ?, ctime_ns = ?, inode = ?, mirrored_ns = ? where path = ?",
                           rows)
