@@ -21,10 +21,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
@@ -194,7 +194,8 @@ class Current:
         self.new_facts: dict[str, dict[str, Any]] = {}
         # new facts as canonical JSON, decoded when first read: how a worker holds every document's
         # facts (a quarter of the memory of 10,000s of dicts, most of which it never reads)
-        self.packed_facts: dict[str, str] = {}
+        # (a FactsFile once workers parse: see Build.parse_ahead)
+        self.packed_facts: MutableMapping[str, str] = {}
         self.before_facts: Callable[[str], None] | None = None
         self._unpacked: dict[str, dict[str, Any]] = {}
         self._facts_cache: dict[str, dict[str, Any]] = {}
@@ -219,20 +220,19 @@ class Current:
             self.before_facts(path)   # a due parse of that document runs first
         if path in self.new_facts:
             return self.new_facts[path]
-        packed = self.packed_facts.get(path)
-        if packed is not None:
-            return self.unpacked(path, packed)
+        if path in self.packed_facts:
+            return self.unpacked(path)
         if path not in self.scan.hashes or path.startswith("../"):
             return None
         if path not in self._facts_cache:
             self.preload_facts([path])
         return self._facts_cache.get(path, {})
 
-    def unpacked(self, path: str, packed: str) -> dict[str, Any]:
+    def unpacked(self, path: str) -> dict[str, Any]:
         """Packed facts decoded, the last UNPACKED_KEPT of them kept: decoding them all would undo the packing."""
         facts = self._unpacked.pop(path, None)
         if facts is None:
-            facts = json.loads(packed)
+            facts = json.loads(self.packed_facts[path])
             if len(self._unpacked) >= UNPACKED_KEPT:
                 del self._unpacked[next(iter(self._unpacked))]
         self._unpacked[path] = facts   # (now the most recent)
@@ -240,6 +240,9 @@ class Current:
 
     def forget_facts(self) -> None:
         """Drop every document's facts held for this build (at 100,000 documents, tens of MiB)."""
+        close = getattr(self.packed_facts, "close", None)
+        if close is not None:
+            close()
         self.new_facts, self.packed_facts, self._unpacked, self._facts_cache = {}, {}, {}, {}
 
     def preload_facts(self, paths: list[str]) -> None:
@@ -371,6 +374,11 @@ class Session:
             md = sys.modules.get("sqldom.transforms.markdown")
             if md is not None:
                 md.discard_prepared()   # templates of parses whose write did not happen
+
+    def forget_claims(self) -> None:
+        """Drop the output claims (two dicts as large as the project) when no build follows to reuse them."""
+        self._claims = None
+        self._clashes = None
 
     def forget(self) -> None:
         self.rules = None
@@ -712,6 +720,7 @@ class Build:
         cur = plan.current
         if not self.session.snapshot:
             cur.forget_facts()   # (nothing reads them any more; at 100,000 documents, tens of MiB)
+            self.session.forget_claims()
         self.release()
         placer = self.start_placer(batch)
         try:
@@ -1197,6 +1206,7 @@ class Build:
         self.flush_blobs()
         self.cur.scan.data.clear()
         self.release()   # (the scan's leftovers: the workers would inherit them)
+        self.hold_facts_in_file()
         try:
             self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
                                      install=self._install, before=self._worker_start)
@@ -1209,6 +1219,20 @@ class Build:
             assert s == run[i]   # (results come in item order)
             self.take_parsed(run[i], rec, ms)   # (this process's str: the worker's copy would be kept twice)
         self.parsed_ahead = run
+
+    def hold_facts_in_file(self) -> None:
+        """The parses' facts go to a file the workers will share (``facts_file``), not into memory.
+
+        Made before the fork, so that every worker can read it. Where no
+        temporary file can be made, they stay in memory (and go to the workers whole).
+        """
+        from sqldom.facts_file import FactsFile
+        try:
+            held = FactsFile(self.tmp_dir)
+        except OSError:
+            return
+        held.update(self.cur.packed_facts)
+        self.cur.packed_facts = held
 
     def staging_outputs(self) -> Path | None:
         """A fresh var/tmp/staged/ where workers leave finished outputs (``_stage``) for build/.
@@ -1302,22 +1326,32 @@ class Build:
         todo = frozenset(s for s in self.pool.items if self._writes_in_python(s))
         if not todo:
             return
-        self.pool.send(({s: self.cur.packed_facts[s] for s in self.parsed_ahead}, todo))
+        from sqldom.facts_file import FactsFile
+        held = self.cur.packed_facts
+        facts = held.index() if isinstance(held, FactsFile) else {s: held[s] for s in self.parsed_ahead}
+        self.pool.send((facts, todo))
         self.release()   # (the payload, pickled: tens of MiB at 100,000 documents)
         self.write_todo = todo
         self.writes_left = set(todo)
         self.writes_stream = (r for r in self.pool.results(1) if r is not None)
 
-    def _install(self, payload: tuple[dict[str, str], frozenset[str]]) -> None:
+    def _install(self, payload: tuple[dict[str, str] | dict[str, int], frozenset[str]]) -> None:
         """In a worker, before its writes: the facts every parse produced, and which documents to write.
 
         The facts become current as ``ensure_parsed`` would make them; nothing
         else of a parse result matters to a write (and the worker records nothing).
+        They come as the index of the parent's facts file (``FactsFile.index``),
+        or, where it has none, whole.
         """
+        from sqldom.facts_file import FactsFile
         facts, self.write_todo = payload
-        for s, packed in facts.items():
+        for s in facts:
             self.parse_due.pop(s, None)
-            self.cur.packed_facts[s] = packed
+        held = self.cur.packed_facts
+        if isinstance(held, FactsFile):
+            held.adopt(cast(dict[str, int], facts))
+        else:
+            held.update(cast(dict[str, str], facts))
 
     def _writes_in_python(self, s: str) -> bool:
         d = self.desired[s]
