@@ -693,6 +693,9 @@ class Build:
         finally:
             self.close_workers()
             self.drop_staged()
+            cur = getattr(self, "cur", None)
+            if cur is not None:
+                cur.forget_facts()   # (closes the facts file of a watch session's big batch, too)
 
     def quiet_run(self, plan: Plan, t0: float) -> int:
         """A build with nothing to execute (``nothing_to_do``): check build/, report problems, record the run."""
