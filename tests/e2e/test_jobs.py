@@ -9,6 +9,7 @@ enough to use the workers again.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -420,3 +421,44 @@ def test_a_worker_parses_the_bytes_the_scan_hashed_even_when_the_file_changed_si
     again = build_in_process(p, 2)
     assert "Changed after the scan" in (p.root / "build" / "s1" / "page-001.html").read_text()
     assert again.summary["built"] >= 1
+
+
+def _open_temp_files(folder: Path) -> list[str]:
+    """This process's descriptors on files under ``folder`` (nameless temp files show as '(deleted)')."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_a_watch_sessions_parallel_build_leaves_no_facts_file_open(tmp_path: Path) -> None:
+    """The facts of a parallel build live in a nameless file under var/tmp/ (facts_file.py): a session that
+    keeps its snapshot (``sqldom watch``) closes it with the build, and its next build reads facts again."""
+    from sqldom.engine import BuildOptions, Session
+    from sqldom.engine import Project as EngineProject
+    from sqldom.events import ListSink
+
+    p = make(tmp_path / "p", raising=False)
+    session = Session(EngineProject.at(p.root), BuildOptions(root=p.root, jobs=2))
+    try:
+        first = session.build(ListSink())
+        assert _open_temp_files(p.root / "var" / "tmp") == []
+        serial = make(tmp_path / "serial", raising=False)
+        assert build_in_process(serial, 1).code == first
+        assert p.outputs() == serial.outputs()
+        # a title edit after it: the dependents' links take the new title, as a one-shot build's would
+        doc = sorted((p.root / "content").rglob("*.md"))[0]
+        for q in (p, serial):
+            target = q.root / "content" / doc.relative_to(p.root / "content")
+            target.write_text(target.read_text().replace("title: ", "title: Renamed ", 1))
+        again = session.build(ListSink(), changed={doc.relative_to(p.root / "content").as_posix()})
+        assert build_in_process(serial, 1).code == again
+        assert p.outputs() == serial.outputs()
+    finally:
+        session.close()
