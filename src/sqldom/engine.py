@@ -904,7 +904,6 @@ class Build:
             for path in batch.build_delete:
                 after.pop(path, None)
             after.update(put)
-        self.close_workers()
         repaired = mirror(self.p.build, self.store, after, put.keys(),
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
                           staged=self.staged_files if self.staged is not None else None,

@@ -85,7 +85,7 @@ _STAT = struct.Struct("<QqqQ")   # size, mtime_ns, ctime_ns, inode (inodes use a
 
 
 class Stats(MutableMapping[str, Stat]):
-    """path -> ``Stat``, each held as 32 packed bytes rather than a tuple of four ints.
+    """path -> ``Stat``: the stat of each file the scan read held as 32 packed bytes, a trusted file's as is.
 
     A cold scan of 100,000 files keeps every stat until the record writes the
     ``sources`` rows; as tuples they were 21 MiB of the build's peak, packed 7.
@@ -99,8 +99,8 @@ class Stats(MutableMapping[str, Stat]):
         return got if isinstance(got, Stat) else Stat._make(_STAT.unpack(got))
 
     def hold(self, path: str, st: Stat) -> None:
-        """A trusted file's stat, kept as the walk made it: packing costs time (0.5 µs a file) that
-        only files read by this scan repay (a scan that trusts most files frees no tuple by packing)."""
+        """A trusted file's stat, kept as the walk made it. Its row is not rewritten, and packing costs
+        0.5 µs a file: a scan that trusts most files (a watch backstop, ``status``) should not pay it."""
         self.packed[path] = st
 
     def __setitem__(self, path: str, st: Stat) -> None:
