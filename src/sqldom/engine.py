@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqldom import stop
 from sqldom.config import CONFIG_FILE, Config, load_config
+from sqldom.db.batch import Batch, LazyRows
 from sqldom.db.store import (
-    Batch,
     BuildUpsert,
     Execution,
-    LazyRows,
     OutputRow,
     Overlay,
     ProbeRow,
@@ -59,7 +58,8 @@ from sqldom.packing import (
 from sqldom.plan import duplicate_outputs, path_clashes, verify
 from sqldom.rules import Rule, RuleSet
 from sqldom.scan import Recorded, ScanResult, Stat, content_files, scan, scan_paths
-from sqldom.site import PRESENT, fact_hash, glob_hash
+from sqldom.site import PRESENT, fact_of, glob_hash
+from sqldom.timings import mark
 
 if TYPE_CHECKING:
     from sqldom.mirror import Placer
@@ -69,6 +69,7 @@ CONTAINER = "container"   # steps.kind of workshop steps: built by workshop/chai
 GC_EVERY = 20   # runs between blob garbage collections (and watch batches between them)
 PARALLEL_MIN = 64   # parses to execute before forking workers pays for itself
 UNPACKED_KEPT = 512   # packed facts kept decoded (Current.unpacked)
+FACTS_ASKED_KEPT = 16384   # single facts' answers kept (Current.fact)
 SPILL_TRACES = 4096   # step rows a batch holds in memory before moving them to a file (Batch.spill)
 # A build with at most this many traces to record (two per document: ~1 KiB each with their reads and
 # facts) holds them all: spilling is for memory, and replaying the spilled parts is the record's time.
@@ -199,6 +200,7 @@ class Current:
         self.before_facts: Callable[[str], None] | None = None
         self._unpacked: dict[str, dict[str, Any]] = {}
         self._facts_cache: dict[str, dict[str, Any]] = {}
+        self._facts_asked: dict[tuple[str, str], tuple[Any, str]] = {}
         self._paths: list[str] | None = None
         self._globs: dict[str, str] = {}
         self._images: dict[tuple[str, str], str] = {}
@@ -228,6 +230,24 @@ class Current:
             self.preload_facts([path])
         return self._facts_cache.get(path, {})
 
+    def fact(self, path: str, name: str) -> tuple[Any, str]:
+        """One fact and the hash its read records (``site.fact``), kept for the rest of the build.
+
+        The writes of a big build ask for the same titles again and again (every
+        link with empty text), and each answer decoded the target's facts and hashed
+        the value. An answer holds for the whole build: ``facts`` runs a document's
+        due parse before its facts are first read. Bounded (FACTS_ASKED_KEPT): at
+        100,000 documents, keeping them all would cost tens of MiB per worker.
+        """
+        key = (path, name)
+        got = self._facts_asked.get(key)
+        if got is None:
+            got = fact_of(self.facts(path), name)
+            if len(self._facts_asked) >= FACTS_ASKED_KEPT:
+                self._facts_asked.clear()
+            self._facts_asked[key] = got
+        return got
+
     def unpacked(self, path: str) -> dict[str, Any]:
         """Packed facts decoded, the last UNPACKED_KEPT of them kept: decoding them all would undo the packing."""
         facts = self._unpacked.pop(path, None)
@@ -244,6 +264,7 @@ class Current:
         if close is not None:
             close()
         self.new_facts, self.packed_facts, self._unpacked, self._facts_cache = {}, {}, {}, {}
+        self._facts_asked = {}
 
     def preload_facts(self, paths: list[str]) -> None:
         want = [p for p in paths if p not in self._facts_cache and p not in self.new_facts
@@ -280,7 +301,7 @@ class Current:
             if kind == "exists":
                 return PRESENT if self.source_hash(read.target) is not None else ABSENT
             if kind == "fact":
-                return fact_hash(self.facts(read.target), read.key)
+                return self.fact(read.target, read.key)[1]
             if kind == "glob":
                 return self.glob(read.target)
             if kind == "code":
@@ -592,7 +613,9 @@ class Build:
             files = content_files(self.p.content)
             files.update(extra)
             spill = self.store.insert_blobs if self.opts.command != "status" else None   # status writes nothing
+            mark("walked")
             sc = scan(files, recorded, self.store.store_file_blob, spill, prefetch)
+            mark("scanned")
         rules, user_file = self.load_rules(config, sc)
         config_touched = any(p.startswith("../") for p in sc.touched)
         unfinished = not self.store.last_run_finished()
@@ -725,6 +748,7 @@ class Build:
             cur.forget_facts()   # (nothing reads them any more; at 100,000 documents, tens of MiB)
             self.session.forget_claims()
         self.release()
+        mark("executed")
         placer = self.start_placer(batch)
         try:
             self.add_step_rows(plan, batch, run_id)
@@ -735,7 +759,9 @@ class Build:
             recorded = not batch.empty()
             if recorded:
                 try:
+                    mark("record starts")
                     self.store.record(batch, command=self.opts.command, started_at=started_at)
+                    mark("recorded")
                 finally:
                     batch.close()
                     self.release()
@@ -783,7 +809,9 @@ class Build:
         self.cur = cur
         self.parse_due = self.due_parses(cand, desired, deps, cur)
         cur.before_facts = self.ensure_parsed   # (set before parse_ahead forks: the workers' writes need it)
+        mark("planned")
         self.parse_ahead()
+        mark("parsed")
         self.write_ahead()
         write_cand = set(cand) | set(self.parse_due)
         maybe = {(x, "*") for x in list(self.parse_due) + removed}
@@ -809,6 +837,7 @@ class Build:
         else:
             outputs_before = self.session.outputs if self.session.outputs is not None else self.store.outputs()
         self.write_phase(write_cand, desired, deps, cur, batch, user_file, losers, outputs_before, prev)
+        mark("written")
         for x in sorted(self.parse_due):
             self.ensure_parsed(x)
 
@@ -904,6 +933,7 @@ class Build:
             for path in batch.build_delete:
                 after.pop(path, None)
             after.update(put)
+        mark("mirror starts")
         repaired = mirror(self.p.build, self.store, after, put.keys(),
                           set(batch.build_delete), self.sink, full=self.hint is None or self.mirror_all,
                           staged=self.staged_files if self.staged is not None else None,
@@ -915,6 +945,7 @@ class Build:
             assert isinstance(after, dict)
             self.session.remember(batch, after, sc)
 
+        mark("mirrored")
         return self.report(sc, run_id, started_at, t0, self.outcomes, len(desired) - len(self.outcomes),
                            len(batch.build_delete), recorded, repaired, chain, probe=self.probe_row(plan))
 
@@ -1209,6 +1240,7 @@ class Build:
         self.cur.scan.data.clear()
         self.release()   # (the scan's leftovers: the workers would inherit them)
         self.hold_facts_in_file()
+        self.load_transforms(run)
         try:
             self.pool = workers.Pool([self._parse_in_worker, self._write_in_worker], run, jobs,
                                      install=self._install, before=self._worker_start)
@@ -1221,6 +1253,21 @@ class Build:
             assert s == run[i]   # (results come in item order)
             self.take_parsed(run[i], rec, ms)   # (this process's str: the worker's copy would be kept twice)
         self.parsed_ahead = run
+
+    def load_transforms(self, steps: list[str]) -> None:
+        """Import the built-in transforms these steps run (markdown-it and all) before the workers fork.
+
+        Imported once and shared by every worker, instead of imported by each
+        worker on its first document: a few MiB less per worker, and the CPU
+        of one import instead of one per worker.
+        """
+        import importlib
+
+        from sqldom.transforms import module
+        importlib.import_module("sqldom.executors.python")
+        for name in {r.builtin for s in steps for r in (self.desired[s].parser, self.desired[s].writer)
+                     if r is not None and r.func is None and r.builtin}:
+            module(name)
 
     def hold_facts_in_file(self) -> None:
         """The parses' facts go to a file the workers will share (``facts_file``), not into memory.

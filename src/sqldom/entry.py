@@ -18,13 +18,13 @@ def main() -> None:
         from sqldom.cli import main as cli_main
         cli_main()
         return
-    from sqldom import exits
     try:
         code = probe.run(args)
     except KeyboardInterrupt:
         print("sqldom: interrupted; the database is consistent, the next build finishes the job", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - reported as any command's failure is (exit code, message, crash file)
+        from sqldom import exits
         failure = e
 
         def reraise(_root: object) -> int:
@@ -32,4 +32,5 @@ def main() -> None:
         exits.run(args.root, reraise)
     if code is not None:
         sys.exit(code)
+    from sqldom import exits  # (not before: a no-op answered by the probe does without it)
     exits.run(args.root, lambda root: exits.build(root, as_json=args.as_json, verbose=args.verbose, jobs=args.jobs))

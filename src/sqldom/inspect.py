@@ -83,7 +83,7 @@ def _plan_items(project: Project, store: Store) -> list[dict[str, Any]]:
             items.append({"action": "maybe", "id": s,
                           "reason": f"reads facts of {', '.join(targets)}, which re-parse"})
     if plan.config.workshop is not None:
-        from sqldom.db.store import Batch
+        from sqldom.db.batch import Batch
         chain = b.workshop_chain(plan, Batch(run=0), outputs)
         for sid, reason in chain.pending():
             items.append({"action": "build", "id": sid, "reason": reason})

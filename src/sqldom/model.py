@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 PARSE = "parse"
@@ -44,9 +43,12 @@ class Read(NamedTuple):
         return f"{self.kind} {self.target}"
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """An outstanding diagnostic; data, not an exception."""
+class Problem(NamedTuple):
+    """An outstanding diagnostic; data, not an exception.
+
+    A tuple, not a dataclass: the no-op probe reads problems, and importing
+    ``dataclasses`` was a tenth of its time.
+    """
 
     step: str
     message: str

@@ -36,9 +36,8 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqldom.fs import walk_files
 from sqldom.scan import TRUSTED_OUTPUT_SQL, TRUSTED_SOURCE_SQL
@@ -50,8 +49,7 @@ if TYPE_CHECKING:
 CONFIG_PREFIX = "../"   # how sqldom.yaml and build.py are named in ``sources``
 
 
-@dataclass(frozen=True)
-class BuildArgs:
+class BuildArgs(NamedTuple):
     """The flags of a ``sqldom build`` the probe may answer; any other flag goes to the full CLI."""
 
     root: Path
@@ -60,8 +58,7 @@ class BuildArgs:
     jobs: int | None = None
 
 
-@dataclass(frozen=True)
-class Handoff:
+class Handoff(NamedTuple):
     """What the probe saw, for the engine's build of the same project in this process."""
 
     changed: frozenset[str]   # content-relative paths whose stat differs from their trusted row

@@ -13,12 +13,13 @@ import stat as stat_mode
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqldom.fs import ignored, walk_files
 from sqldom.hashing import hash_bytes, hash_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Files larger than this are hashed in a stream and not kept in memory.
 KEEP_BYTES_LIMIT = 8 << 20
@@ -119,19 +120,22 @@ class Stats(MutableMapping[str, Stat]):
         return len(self.packed)
 
 
-@dataclass
 class ScanResult:
-    started_ns: int
-    hashes: dict[str, str] = field(default_factory=dict)      # every current path -> hash
-    stats: Stats = field(default_factory=Stats)
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    rehashed: list[str] = field(default_factory=list)          # rows to rewrite in `sources`
-    data: dict[str, bytes] = field(default_factory=dict)       # bytes read by this scan
-    big: dict[str, str] = field(default_factory=dict)          # hashed but too large to keep
-    unreadable: dict[str, str] = field(default_factory=dict)   # path -> why it could not be read
-    kept: int = 0                                               # bytes held in ``data``
+    """What a scan found. (A plain class: ``sqldom.db.store`` imports this module, and the no-op
+    probe imports that one without paying for ``dataclasses``.)"""
+
+    def __init__(self, started_ns: int) -> None:
+        self.started_ns = started_ns
+        self.hashes: dict[str, str] = {}          # every current path -> hash
+        self.stats = Stats()
+        self.added: list[str] = []
+        self.changed: list[str] = []
+        self.deleted: list[str] = []
+        self.rehashed: list[str] = []             # rows to rewrite in `sources`
+        self.data: dict[str, bytes] = {}          # bytes read by this scan
+        self.big: dict[str, str] = {}             # hashed but too large to keep
+        self.unreadable: dict[str, str] = {}      # path -> why it could not be read
+        self.kept = 0                             # bytes held in ``data``
 
     @property
     def touched(self) -> set[str]:

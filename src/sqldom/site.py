@@ -15,12 +15,14 @@ from sqldom.model import Read
 from sqldom.patterns import glob_filter
 
 PRESENT = "present"
+NO_FACT: Any = object()   # what ``World.fact`` returns for a fact that is not there (the document or the name)
 
 
 class World(Protocol):
     def source_hash(self, path: str) -> str | None: ...
     def source_bytes(self, path: str) -> bytes: ...
     def facts(self, path: str) -> dict[str, Any] | None: ...
+    def fact(self, path: str, name: str) -> tuple[Any, str]: ...   # (value or NO_FACT, ``fact_hash``)
     def paths(self) -> list[str]: ...
 
 
@@ -29,6 +31,12 @@ def fact_hash(facts: dict[str, Any] | None, key: str) -> str:
     if facts is None:
         return ABSENT
     return hash_json(facts if key == "*" else facts.get(key))
+
+
+def fact_of(facts: dict[str, Any] | None, name: str) -> tuple[Any, str]:
+    """What ``World.fact`` answers, from a document's facts (None: no such document)."""
+    value = NO_FACT if facts is None else facts.get(name, NO_FACT)
+    return value, fact_hash(facts, name)
 
 
 def glob_hash(world: World, pattern: str) -> str:
@@ -120,11 +128,9 @@ class Site:
 
     def fact(self, path: str, name: str, default: Any = None) -> Any:
         path = normalize(path)
-        f = self._world.facts(path)
-        self._log.add("fact", path, name, fact_hash(f, name))
-        if f is None:
-            return default
-        return f.get(name, default)
+        value, h = self._world.fact(path, name)
+        self._log.add("fact", path, name, h)
+        return default if value is NO_FACT else value
 
     def facts(self, path: str) -> dict[str, Any] | None:
         path = normalize(path)

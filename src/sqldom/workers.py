@@ -23,6 +23,7 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from sqldom.memory import release
+from sqldom.timings import mark
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -100,6 +101,7 @@ def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: 
                     assert inbox is not None and install is not None
                     install(pickle.load(inbox))   # what the parent learnt from every worker's previous phase
                     release()   # (the payload, once installed)
+                mark(f"worker phase {i} starts")
                 for n, item in enumerate(items, 1):
                     try:
                         result = fn(item)
@@ -111,6 +113,7 @@ def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: 
                     if n % RELEASE_EVERY == 0:
                         release()
                 out.flush()
+                mark(f"worker phase {i} done")
     except BaseException:
         code = 1
     finally:

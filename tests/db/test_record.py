@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sqldom.db.store import Batch, Store
+from sqldom.db.batch import Batch
+from sqldom.db.store import Store
 from sqldom.model import Problem, Read
 from sqldom.packing import fact_rows, reads_json
 

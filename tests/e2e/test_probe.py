@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,9 @@ from sqldom import probe
 from tests.support.project import Project, write_build_py
 
 HEAVY = ("sqldom.engine", "click", "yaml", "sqlalchemy", "markdown_it_pyrs")
+# what a no-op did import until session 13, a fifth of its time: the build.py API, the exit-code module,
+# a batch of rows to record, and the standard library modules they came with
+NOT_FOR_A_NO_OP = {"dataclasses", "inspect", "tempfile", "pickle", "sqldom.api", "sqldom.exits", "sqldom.db.batch"}
 
 
 def settle(project: Project, no_probe: bool = False) -> None:
@@ -33,8 +38,6 @@ def settle(project: Project, no_probe: bool = False) -> None:
 def run(project: Project, no_probe: bool = False, *extra: str) -> tuple[int, list[dict[str, object]], str]:
     env = {**os.environ, "SQLDOM_NO_PROBE": "1"} if no_probe else {k: v for k, v in os.environ.items()
                                                                      if k != "SQLDOM_NO_PROBE"}
-    import subprocess
-    import sys
     proc = subprocess.run([sys.executable, *extra, "-m", "sqldom", "build", "--json", "-C", str(project.root)],
                           capture_output=True, text=True, timeout=120, env=env)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -63,6 +66,9 @@ def test_a_no_op_is_answered_without_the_engine_and_says_what_the_full_path_says
     modules = imported(stderr)
     assert "sqldom.probe" in modules
     assert not {m for m in modules if m.split(".")[0] in HEAVY or m == "sqldom.engine"}, sorted(modules)
+    at_start = imported(subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
+                                       text=True).stderr)   # (a .pth file of this machine's may import some)
+    assert not (modules - at_start) & NOT_FOR_A_NO_OP, sorted((modules - at_start) & NOT_FOR_A_NO_OP)
     assert code == 1                                     # the broken link is an outstanding error
     problems = [e for e in events if e["event"] == "problem"]
     assert len(problems) == 1 and problems[0]["path"] == "a.md" and "missing.md" in str(problems[0]["message"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqldom.hashing import hash_bytes
-from sqldom.site import Doc, ReadLog, Site, Source
+from sqldom.site import Doc, ReadLog, Site, Source, fact_of
 
 
 class FakeWorld:
@@ -23,6 +23,9 @@ class FakeWorld:
 
     def facts(self, path: str) -> dict[str, Any] | None:
         return self.fact_map.get(path)
+
+    def fact(self, path: str, name: str) -> tuple[Any, str]:
+        return fact_of(self.facts(path), name)
 
     def paths(self) -> list[str]:
         return sorted(self.sources)

@@ -79,6 +79,12 @@ def test_site_fact_of_a_missing_key_returns_default() -> None:
     assert hash_json(None) != ABSENT
 
 
+def test_site_fact_of_a_null_value_returns_null_not_the_default() -> None:
+    w, log = FakeWorld(facts={"a.md": {"title": "A", "draft": None}}), ReadLog()
+    assert Site(w, log).fact("a.md", "draft", "default") is None   # the fact is there, and it is null
+    assert log.reads() == [Read("fact", "a.md", "draft", hash_json(None))]
+
+
 def test_site_fact_normalizes_paths() -> None:
     w, log = _world(), ReadLog()
     site = Site(w, log)

@@ -9,7 +9,6 @@ markdown-it-py instead, which gives the same page.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import marshal
 import os
@@ -571,7 +570,7 @@ def fill(tpl: Template, doc: Doc, site: Site, problems: list[Problem]) -> bytes:
                     _, body, offset = split_front_matter(doc.text, doc.path, [], load=False)
                     lines = _link_lines(body, offset)
                 line = lines[k] if k < len(lines) else None
-                problems[before:] = [dataclasses.replace(p, line=line) for p in problems[before:]]
+                problems[before:] = [p._replace(line=line) for p in problems[before:]]
             continue
         _fill_hole(hole, values, doc, site, problems)
     out = [tpl.parts[0]]

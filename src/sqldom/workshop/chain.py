@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from sqldom import stop
-from sqldom.db.store import Batch, BuildUpsert, ContainerRow, Execution, OutputRow, Store
-from sqldom.events import OutputEvent, Sink, StepEvent
+from sqldom.db.batch import Batch
+from sqldom.db.store import BuildUpsert, ContainerRow, Execution, OutputRow, Store
+from sqldom.events import ContainerStepEvent, OutputEvent, Sink
 from sqldom.executors.base import ExecutorError
 from sqldom.hashing import ABSENT, canonical_json, hash_bytes, hash_json
 from sqldom.model import BUILT, FAILED, RESTORED, Problem, Read
@@ -47,14 +48,6 @@ KIND = "container"
 PHASE = "image"
 BLOCKED = "blocked"
 REDACTED = "***"
-
-
-@dataclass(frozen=True)
-class ContainerStepEvent(StepEvent):
-    """A container step's event also names its image (SPEC §3)."""
-
-    image: str = ""
-    digest: str = ""
 
 
 @dataclass
@@ -84,7 +77,7 @@ class ChainInputs:
 
 @dataclass
 class ChainResult:
-    events: list[StepEvent] = field(default_factory=list)
+    events: list[ContainerStepEvent] = field(default_factory=list)
     built: int = 0
     restored: int = 0
     failed: int = 0
