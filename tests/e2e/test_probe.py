@@ -83,6 +83,18 @@ def test_a_no_op_is_answered_without_the_engine_and_says_what_the_full_path_says
     assert "a.md:3: error:" in human.stderr
 
 
+def test_a_build_without_sqldom_yaml_and_with_flat_front_matter_never_imports_pyyaml(project: Project) -> None:
+    """PyYAML (a fifth of a build's imports) is for sqldom.yaml and for front matter the fast reader cannot read."""
+    site(project)
+    code, events, stderr = run(project, False, "-X", "importtime")
+    assert code == 1 and events[-1]["built"] == 4
+    assert "yaml" not in imported(stderr)
+    project.write("c.md", "---\ntitle: Nested\ntags: [a, b]\n---\nBody.\n")   # (a list: PyYAML reads it)
+    code, events, stderr = run(project, False, "-X", "importtime")
+    assert "yaml" in imported(stderr)
+    assert project.query("select value from facts where path = 'c.md' and name = 'tags'") == [('["a","b"]',)]
+
+
 def _edit_body(p: Project) -> None:
     p.write("sub/c.md", "# Gamma\n\nBack to [](../a.md), edited.\n")
 

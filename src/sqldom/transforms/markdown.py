@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-import yaml
 from markdown_it_pyrs import MarkdownIt, Node
 
 from sqldom.model import PARSE, Problem
@@ -118,7 +117,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _yaml() -> tuple[Any, Any]:
+    """PyYAML and its fastest safe loader, imported for the first front matter the fast reader cannot
+    read (``simple_front_matter`` reads flat ``key: value`` lines, most front matter, without it)."""
+    import yaml
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def split_front_matter(text: str, path: str, problems: list[Problem],
@@ -174,8 +177,9 @@ def _load_front_matter(raw: str, path: str, problems: list[Problem]) -> dict[str
     fast = simple_front_matter(raw)   # (flat key: value lines, a tenth of PyYAML's time)
     if fast is not None:
         return fast
+    yaml, loader = _yaml()
     try:
-        meta = yaml.load(raw, Loader=_Loader)
+        meta = yaml.load(raw, Loader=loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
@@ -196,9 +200,10 @@ def _load_front_matter(raw: str, path: str, problems: list[Problem]) -> dict[str
 
 def _bad_value_line(raw: str) -> int:
     """The line of the front matter (counted in the file) whose value alone raises ValueError; else its first."""
+    yaml, loader = _yaml()
     for i, line in enumerate(raw.split("\n")):
         try:
-            yaml.load(line, Loader=_Loader)
+            yaml.load(line, Loader=loader)
         except ValueError:
             return i + 2
         except yaml.YAMLError:
