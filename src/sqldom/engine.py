@@ -525,7 +525,6 @@ class Build:
         # does a dead worker's writes itself
         self.pack, self.pack_at = "", 0
         self.pack_fd: int | None = None
-        self.packed: dict[str, Staged] = {}
 
     # ---- plan -----------------------------------------------------------
 
@@ -1421,18 +1420,19 @@ class Build:
         res = run_write(s, d.writer, self.cur, d.output, False, self.user_file)
         staged = None
         if self.staged is not None and res.output is not None and res.output_hash is not None:
-            staged = self._stage(res.output_hash, res.output)
+            staged = self._stage(res.output)
         return s, pack_write(res), (time.perf_counter() - t) * 1000, staged
 
-    def _stage(self, h: str, data: bytes) -> Staged | None:
+    def _stage(self, data: bytes) -> Staged | None:
         """In a worker: append an output to its pack; None if it could not (the mirror then writes it).
 
         The parent learns where the bytes are only from the result that follows
         a complete write, so a killed worker's partial append is never read.
         """
-        got = self.packed.get(h)
-        if got is not None or self.pack_fd is None:
-            return got   # (an earlier output of this worker had the same bytes)
+        if self.pack_fd is None:
+            return None
+        # (an output whose bytes an earlier one of this worker had is appended again: rare, and a dict
+        # of every output's place was 12 MiB per worker at 100,000 documents)
         view = memoryview(data)
         try:
             while view:
@@ -1441,7 +1441,7 @@ class Build:
             os.close(self.pack_fd)
             self.pack_fd = None   # (a full disk: the rest come from the database)
             return None
-        got = self.packed[h] = Staged(self.pack, self.pack_at, len(data))
+        got = Staged(self.pack, self.pack_at, len(data))
         self.pack_at += len(data)
         return got
 
