@@ -43,7 +43,7 @@ from bench.corpus import (  # noqa: E402
     tree_digest,
 )
 from bench.report import fmt_mib, fmt_ratio, fmt_seconds, machine, md_table, text_table  # noqa: E402
-from bench.tools import BuildFailed, Hugo, Ninja, Run, Sqldom, Tool, Trash, ensure_references  # noqa: E402
+from bench.tools import IDLE_WAITS, BuildFailed, Hugo, Ninja, Run, Sqldom, Tool, Trash, ensure_references  # noqa: E402
 
 REFERENCES = ("ninja", "hugo")
 EDITS = ("body", "title", "batch")
@@ -296,6 +296,19 @@ def goals(docs: int, outcomes: dict[str, Outcome | str], restore_ok: bool | None
     return rows
 
 
+def busy_elsewhere(load_start: float, cores: int) -> str:
+    """Why this run's times may be inflated by other processes ("" if there is no sign of it).
+
+    The CPU used while the bench itself waited (``tools.IDLE_WAITS``) is the measure; the load
+    average at the start, before the bench ran anything, where there was no wait.
+    """
+    if IDLE_WAITS:
+        worst = max(IDLE_WAITS)
+        return (f"other processes used up to {100 * worst:.0f}% of the CPU while the bench waited between "
+                f"timed builds" if worst > 0.25 else "")
+    return f"load average {load_start:.1f} at start on {cores} cores" if load_start > 0.5 * cores else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -385,10 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     mach += [("tools", "; ".join(versions))]
     notes = make_notes(args, plan, outcomes, restore, j1, corpus)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if max(load_start[0], load_end[0]) > 0.5 * cores:
-        notes.insert(0, f"**Busy machine**: load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end on "
-                        f"{cores} cores: other processes competed for the CPU, so times are inflated and "
-                        "noisy (ratios less so, but still); rerun on a quiet machine for reference figures.")
+    others = busy_elsewhere(load_start[0], cores)
+    if others:
+        notes.insert(0, f"**Busy machine**: {others}: other processes competed for the CPU, so times are "
+                        "inflated and noisy (ratios less so, but still); rerun on a quiet machine for reference figures.")
+    elif IDLE_WAITS:
+        notes.insert(0, f"Quiet machine: other processes used {100 * max(IDLE_WAITS):.0f}% of the CPU at most "
+                        f"while the bench waited between timed builds ({len(IDLE_WAITS)} waits; the load "
+                        "average at the end counts the bench's own builds).")
 
     print()
     print(f"sqldom benchmark, {info.n_files} files ({len(info.markdown)} Markdown), "

@@ -216,11 +216,35 @@ class Trash:
             self.emptied_at = time.monotonic()
 
     def settle(self) -> None:
-        """Before a timed build that creates files: wait until nothing was freed in the last ``QUIET`` seconds."""
+        """Before a timed build that creates files: wait until nothing was freed in the last ``QUIET`` seconds.
+
+        The bench runs nothing while it waits, so the CPU the machine used meanwhile was other
+        processes' (``IDLE_WAITS``): a fairer sign of a busy machine than the load average at the
+        end, which counts the bench's own builds.
+        """
         wait = self.emptied_at + self.QUIET - time.monotonic()
         if wait > 0:
             log(f"  (waiting {wait:.0f} s: inodes freed less than 30 s ago would slow the next build's file creation)")
+            before = cpu_jiffies()
             time.sleep(wait)
+            after = cpu_jiffies()
+            if before is not None and after is not None and after[1] > before[1]:
+                IDLE_WAITS.append((after[0] - before[0]) / (after[1] - before[1]))
+
+
+# The share of the machine's CPU used by others while the bench waited (0 to 1), one per wait.
+IDLE_WAITS: list[float] = []
+
+
+def cpu_jiffies() -> tuple[int, int] | None:
+    """Linux: (busy, total) CPU time of the whole machine so far, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 # ---- the tools ----------------------------------------------------------------------------------

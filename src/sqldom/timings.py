@@ -2,8 +2,9 @@
 
 Profilers that sample (py-spy) show where CPU goes, not when each phase of a
 build starts and ends in each process, which is what finding the serial parts
-of a parallel build needs. Each line: seconds since the process's build
-started, the process's CPU seconds so far, its pid, and the label.
+of a parallel build needs. Each line: the wall clock (seconds since the epoch,
+so that the lines of the main process and of its workers line up), the
+process's CPU seconds so far, its pid, and the label.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,27 @@ def test_the_bench_sets_trees_aside_between_timed_builds_and_frees_them_only_whe
     trash.empty()
     assert not (tmp_path / "trash").exists()
     assert trash.emptied_at > float("-inf")
+
+
+def test_the_bench_judges_a_busy_machine_by_the_cpu_others_used_while_it_waited(tmp_path: Path) -> None:
+    """Not by the load average at the end, which counts the bench's own builds."""
+    sys.path.insert(0, str(REPO))
+    from bench import tools
+    from bench.run import busy_elsewhere
+    trash = tools.Trash(tmp_path / "trash")
+    trash.QUIET = 0.3
+    trash.empty()
+    trash.emptied_at = time.monotonic()                  # (as if a tree was just freed)
+    before = len(tools.IDLE_WAITS)
+    trash.settle()                                       # waits, and measures the machine meanwhile
+    assert len(tools.IDLE_WAITS) == before + 1 and 0.0 <= tools.IDLE_WAITS[-1] <= 1.0
+    saved = list(tools.IDLE_WAITS)
+    try:
+        tools.IDLE_WAITS[:] = [0.05, 0.1]
+        assert busy_elsewhere(3.9, 2) == ""              # quiet waits outweigh a high load at the start
+        tools.IDLE_WAITS[:] = [0.05, 0.6]
+        assert "60%" in busy_elsewhere(0.0, 2)
+        tools.IDLE_WAITS[:] = []
+        assert "load average 1.5" in busy_elsewhere(1.5, 2) and busy_elsewhere(0.2, 2) == ""
+    finally:
+        tools.IDLE_WAITS[:] = saved

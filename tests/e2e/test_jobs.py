@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -462,3 +464,28 @@ def test_a_watch_sessions_parallel_build_leaves_no_facts_file_open(tmp_path: Pat
         assert p.outputs() == serial.outputs()
     finally:
         session.close()
+
+
+def test_sqldom_timings_prints_each_phase_of_the_main_process_and_of_every_worker(tmp_path: Path) -> None:
+    """``SQLDOM_TIMINGS=1``: one stderr line per phase and process (for performance work); the build is unchanged."""
+    timed, plain = make(tmp_path / "timed", notes=False), make(tmp_path / "plain", notes=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}
+    proc = subprocess.run([sys.executable, "-m", "sqldom", "build", "--json", "-j", "2", "-C", str(timed.root)],
+                          capture_output=True, text=True, timeout=120, env={**env, "SQLDOM_TIMINGS": "1"})
+    b = plain.build("-j", "2")
+    assert proc.returncode == b.code == 1 and "Traceback" not in proc.stderr   # (the broken links)
+    lines = [line.split() for line in proc.stderr.splitlines() if line.startswith("sqldom-timing ")]
+    labels = {(int(w[6]), " ".join(w[7:])) for w in lines}   # time, cpu N s, pid N, label
+    main = {label for pid, label in labels if pid == main_pid(labels)}
+    assert {"walked", "scanned", "planned", "parsed", "written", "executed", "recorded", "mirrored"} <= main
+    workers = {pid for pid, label in labels if label == "worker phase 1 done"}
+    assert len(workers) == 2 and all((pid, "worker phase 0 starts") in labels for pid in workers)
+    stamps = [float(w[1]) for w in lines]   # (the wall clock, so that processes line up)
+    assert abs(min(stamps) - time.time()) < 600 and max(stamps) - min(stamps) < 120
+    assert "sqldom-timing" not in b.stderr
+    assert timed.outputs() == plain.outputs()
+
+
+def main_pid(labels: set[tuple[int, str]]) -> int:
+    """The main process: the one that marks the walk."""
+    return next(pid for pid, label in labels if label == "walked")
