@@ -112,8 +112,8 @@ def _child(phases: list[Callable[[Any], Any]], items: list[Any], up: int, down: 
                     pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
                     if n % RELEASE_EVERY == 0:
                         release()
+                mark(f"worker phase {i} done")   # (before the last results go: then the parent may kill us)
                 out.flush()
-                mark(f"worker phase {i} done")
     except BaseException:
         code = 1
     finally:
