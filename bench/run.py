@@ -85,6 +85,14 @@ class Outcome:
 # ---- measuring one tool -----------------------------------------------------------------------------
 
 def timed(out: Outcome, scenario: str, i: int, n: int) -> Run:
+    """One timed build, after writing back whatever earlier steps left dirty in the page cache.
+
+    Without the sync, the kernel writes back the workspace's copy of the corpus about 30 s
+    after it was made, that is during the first cold build (it follows the 30 s wait): in
+    session 14 that build was sqldom's slowest in every run (5.9 s against 3.7 s in one) and
+    Hugo's in two runs of three.
+    """
+    os.sync()
     run = out.tool.build()
     out.runs.setdefault(scenario, []).append(run)
     extra = ""
@@ -492,7 +500,8 @@ def make_notes(args: argparse.Namespace, plan: Plan, outcomes: dict[str, Outcome
         notes.append(f"sqldom build/ digest after the cold build: sha256:{sq.digest[0]} ({sq.digest[1]} files). "
                      f"-j 1 equivalence: {j1}.")
     notes.append("Cold = fresh state (sqldom: no var/ and build/; ninja: no out/ nor .ninja_log; Hugo: no "
-                 "public/), with the OS page cache warm. The trees a run removes (the previous run's output "
+                 "public/), with the OS page cache warm. Every timed build starts after a `sync` (nothing left for the "
+                 "kernel to write back meanwhile, such as the workspace's copy of the corpus). The trees a run removes (the previous run's output "
                  "and state, build/ before a restore) are moved aside and freed only when no build is timed, "
                  "then 31 s pass before the next timed build: on ext4 without a journal, inodes freed in the "
                  "last 30 s make every file creation slower (bench/tools.py, `Trash`). Peak RSS = max resident set of the largest process of "
