@@ -43,7 +43,18 @@ from bench.corpus import (  # noqa: E402
     tree_digest,
 )
 from bench.report import fmt_mib, fmt_ratio, fmt_seconds, machine, md_table, text_table  # noqa: E402
-from bench.tools import IDLE_WAITS, BuildFailed, Hugo, Ninja, Run, Sqldom, Tool, Trash, ensure_references  # noqa: E402
+from bench.tools import (  # noqa: E402
+    IDLE_WAITS,
+    BuildFailed,
+    Hugo,
+    Ninja,
+    Run,
+    Sqldom,
+    Tool,
+    Trash,
+    ensure_references,
+    idle,
+)
 
 REFERENCES = ("ninja", "hugo")
 EDITS = ("body", "title", "batch")
@@ -304,16 +315,22 @@ def goals(docs: int, outcomes: dict[str, Outcome | str], restore_ok: bool | None
     return rows
 
 
+# Seconds the bench sleeps before each tool and at the end, to see what others use of the CPU.
+IDLE_PROBE = 3.0
+
+
 def busy_elsewhere(load_start: float, cores: int) -> str:
     """Why this run's times may be inflated by other processes ("" if there is no sign of it).
 
-    The CPU used while the bench itself waited (``tools.IDLE_WAITS``) is the measure; the load
-    average at the start, before the bench ran anything, where there was no wait.
+    The measure is the CPU used while the bench itself ran nothing (``tools.IDLE_WAITS``: a
+    few seconds before each tool and at the end, and the waits of ``Trash.settle``), not the
+    load average, which counts the bench's own builds of the last minute; that at the start
+    decides only where nothing was sampled.
     """
     if IDLE_WAITS:
         worst = max(IDLE_WAITS)
-        return (f"other processes used up to {100 * worst:.0f}% of the CPU while the bench waited between "
-                f"timed builds" if worst > 0.25 else "")
+        return (f"other processes used up to {100 * worst:.0f}% of the CPU while the bench ran nothing"
+                if worst > 0.25 else "")
     return f"load average {load_start:.1f} at start on {cores} cores" if load_start > 0.5 * cores else ""
 
 
@@ -384,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"sqldom bytecode written under {compiled}")
     versions = [t.version() for t in tools]
     for t in tools:
+        idle(IDLE_PROBE)   # (what others use of the CPU: see busy_elsewhere)
         log(f"== {t.name} ==")
         outcomes[t.name] = bench_tool(t, corpus, plan, args.runs, nonce)
+    idle(IDLE_PROBE)
 
     sq_out = outcomes["sqldom"]
     assert isinstance(sq_out, Outcome)
@@ -412,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                         "inflated and noisy (ratios less so, but still); rerun on a quiet machine for reference figures.")
     elif IDLE_WAITS:
         notes.insert(0, f"Quiet machine: other processes used {100 * max(IDLE_WAITS):.0f}% of the CPU at most "
-                        f"while the bench waited between timed builds ({len(IDLE_WAITS)} waits; the load "
-                        "average at the end counts the bench's own builds).")
+                        f"while the bench ran nothing ({len(IDLE_WAITS)} samples; the load average at the "
+                        "end counts the bench's own builds).")
 
     print()
     print(f"sqldom benchmark, {info.n_files} files ({len(info.markdown)} Markdown), "

@@ -219,21 +219,25 @@ class Trash:
         """Before a timed build that creates files: wait until nothing was freed in the last ``QUIET`` seconds.
 
         The bench runs nothing while it waits, so the CPU the machine used meanwhile was other
-        processes' (``IDLE_WAITS``): a fairer sign of a busy machine than the load average at the
-        end, which counts the bench's own builds.
+        processes' (``IDLE_WAITS``).
         """
         wait = self.emptied_at + self.QUIET - time.monotonic()
         if wait > 0:
             log(f"  (waiting {wait:.0f} s: inodes freed less than 30 s ago would slow the next build's file creation)")
-            before = cpu_jiffies()
-            time.sleep(wait)
-            after = cpu_jiffies()
-            if before is not None and after is not None and after[1] > before[1]:
-                IDLE_WAITS.append((after[0] - before[0]) / (after[1] - before[1]))
+            idle(wait)
 
 
 # The share of the machine's CPU used by others while the bench waited (0 to 1), one per wait.
 IDLE_WAITS: list[float] = []
+
+
+def idle(seconds: float) -> None:
+    """Sleep, and record in ``IDLE_WAITS`` the share of the machine's CPU others used meanwhile."""
+    before = cpu_jiffies()
+    time.sleep(seconds)
+    after = cpu_jiffies()
+    if before is not None and after is not None and after[1] > before[1]:
+        IDLE_WAITS.append((after[0] - before[0]) / (after[1] - before[1]))
 
 
 def cpu_jiffies() -> tuple[int, int] | None:
