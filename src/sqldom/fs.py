@@ -95,18 +95,40 @@ class Staged(NamedTuple):
     def read(self) -> bytes:
         fd = os.open(self.pack, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            parts = []
-            at, left = self.offset, self.length
-            while left:
-                part = os.pread(fd, left, at)
-                if not part:
-                    raise OSError(errno.EIO, "staged output cut short", self.pack)
-                parts.append(part)
-                at += len(part)
-                left -= len(part)
+            return _read_at(fd, self)
         finally:
             os.close(fd)
-        return b"".join(parts)
+
+
+def _read_at(fd: int, at: Staged) -> bytes:
+    parts = []
+    offset, left = at.offset, at.length
+    while left:
+        part = os.pread(fd, left, offset)
+        if not part:
+            raise OSError(errno.EIO, "staged output cut short", at.pack)
+        parts.append(part)
+        offset += len(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+class PackReader:
+    """The workers' packs, each opened once: the parent reads back thousands of outputs from them."""
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
+
+    def read(self, at: Staged) -> bytes:
+        fd = self.fds.get(at.pack)
+        if fd is None:
+            fd = self.fds[at.pack] = os.open(at.pack, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return _read_at(fd, at)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
 
 
 def prefetch(paths: list[str]) -> Callable[[], None]:

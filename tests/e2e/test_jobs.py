@@ -489,3 +489,35 @@ def test_sqldom_timings_prints_each_phase_of_the_main_process_and_of_every_worke
 def main_pid(labels: set[tuple[int, str]]) -> int:
     """The main process: the one that marks the walk."""
     return next(pid for pid, label in labels if label == "walked")
+
+
+def test_outputs_come_back_from_the_workers_packs_and_an_unreadable_pack_is_written_again_here(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker sends a staged page's hash, not its bytes; this process reads them from the pack for the blobs table.
+
+    Every page's blob must hold the page's bytes. Where a pack cannot be read
+    back, this process writes that document itself: the same database and build/.
+    """
+    from sqldom.fs import PackReader
+    one, many, broken = (make(tmp_path / name, raising=False) for name in ("j1", "j2", "broken"))
+    a, b = build_in_process(one, 1), build_in_process(many, 2)
+    assert state(one, a) == state(many, b)
+    con = many.db()
+    try:
+        blobs = dict(con.execute("select build.path, blobs.data from build join blobs on blobs.hash = build.hash"))
+    finally:
+        con.close()
+    assert blobs == many.outputs() and len(blobs) == DOCS + 40   # (documents, notes, text files)
+
+    calls: list[int] = []
+    read = PackReader.read
+
+    def failing(self: PackReader, at: Any) -> bytes:
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            raise OSError(5, "Input/output error", at.pack)
+        return read(self, at)
+    monkeypatch.setattr(PackReader, "read", failing)
+    c = build_in_process(broken, 2)
+    assert len(calls) > DOCS // 2
+    assert state(broken, c) == state(one, a)
