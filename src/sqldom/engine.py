@@ -1463,8 +1463,10 @@ class Build:
                 if rec.output is None:
                     try:
                         rec = rec._replace(output=self.packs.read(staged))
-                    except OSError:
-                        continue   # (its pack cannot be read: this process writes that document itself)
+                    except OSError:   # (its pack cannot be read: this process writes that document itself)
+                        if step == s:
+                            return None
+                        continue
                 self.staged_files.add(rec.output_hash, staged)
             if step == s:
                 return rec, ms
