@@ -247,8 +247,8 @@ def cpu_jiffies() -> tuple[int, int] | None:
             fields = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    waiting = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return sum(fields[:8]) - waiting, sum(fields[:8])
 
 
 # ---- the tools ----------------------------------------------------------------------------------
